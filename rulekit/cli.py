@@ -1,0 +1,120 @@
+"""The ``rulekit`` command line: one sub-command per pipeline stage, plus plugin listing.
+
+User mistakes (unknown names, bad params, bad files) print one line starting with ``error:`` to
+stderr and exit with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rulekit.errors import RulekitError
+
+try:  # recent typer releases vendor click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    import click.exceptions as click_exceptions
+
+app = typer.Typer(
+    name="rulekit",
+    help="Measure whether generative models learn the hidden rules between image features.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file to read.")
+
+
+@app.command("list-plugins")
+def list_plugins(
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Show one kind: task, model, guidance or metric."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """List every registered task, model, guidance strategy and metric, and any plugin that failed."""
+    from rulekit.registry import FAILED_PLUGIN_KIND, check_kind, get_registry
+
+    if kind is not None:
+        check_kind(kind)
+    registry = get_registry()
+    rows = [
+        entry for entry in registry.entries if kind is None or entry.kind in (kind, FAILED_PLUGIN_KIND)
+    ]
+    if kind is not None:
+        rows = [entry for entry in rows if entry.kind == kind or entry.status == "failed"]
+    if as_json:
+        sys.stdout.write(json.dumps([entry.as_dict() for entry in rows], indent=2) + "\n")
+        return
+    table = Table(title="rulekit plugins", show_lines=False)
+    for column in ("kind", "name", "plugin", "distribution", "version", "description"):
+        table.add_column(column, overflow="fold")
+    for entry in rows:
+        if entry.status == "ok":
+            text = entry.description
+        else:
+            text = f"[red]{entry.status.upper()}[/red]: {entry.error}"
+        table.add_row(entry.kind, entry.name, entry.plugin, entry.distribution, entry.version, text)
+    Console().print(table)
+
+
+@app.command()
+def generate(
+    task: str = typer.Argument(..., help="The task to generate data for."),
+    params: Path = PARAMS_OPTION,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: data/TASK)."),
+) -> None:
+    """Draw a task's rule-abiding training images and write them to data/TASK."""
+    from rulekit.params import load_params
+    from rulekit.registry import get_registry
+    from rulekit.stages.generate import generate as run_generate
+
+    get_registry().task(task)
+    settings = load_params(params)
+    destination = out if out is not None else Path("data") / task
+    meta = run_generate(task, settings, destination)
+    floor = meta["noise_floor"]
+    Console(stderr=True, soft_wrap=True).print(
+        f"wrote {destination}: {meta['n_images']} images of {meta['size']}×{meta['size']}, "
+        f"noise floor: max feature error {floor['max_feature_error']:.2e}, residual std {floor['residual_std']:.2e}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one line on stderr and exit code 2."""
+    try:
+        code = app(args=argv, prog_name="rulekit", standalone_mode=False)
+    except RulekitError as error:
+        sys.stderr.write(f"error: {error}\n")
+        sys.exit(2)
+    except click_exceptions.NoArgsIsHelpError as error:
+        sys.stdout.write(error.ctx.get_help() + "\n")
+        sys.exit(0)
+    except click_exceptions.UsageError as error:
+        sys.stderr.write(f"error: {error.format_message()} (see: rulekit {_command(error)}--help)\n")
+        sys.exit(2)
+    except click_exceptions.ClickException as error:
+        sys.stderr.write(f"error: {error.format_message()}\n")
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _command(error: click_exceptions.UsageError) -> str:
+    context = error.ctx
+    if context is None or context.parent is None:
+        return ""
+    return f"{context.info_name} "
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Shared fixtures: an isolated registry per test and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rulekit import cli
+from rulekit.registry import get_registry, reset_registry
+
+REPO = Path(__file__).resolve().parent.parent
+BUILTIN_TASKS = ("bars", "shadow", "mirror", "perspective")
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch):
+    """Every test loads plugins anew, so environment changes take effect and nothing leaks."""
+    monkeypatch.delenv("RULEKIT_DISABLE_PLUGINS", raising=False)
+    monkeypatch.setenv("RULEKIT_QUIET", "1")
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``rulekit ARGS`` in this process and return its exit code, stdout and stderr."""
+
+    def run(*args: str) -> Result:
+        reset_registry()
+        try:
+            cli.main(list(args))
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+        else:
+            code = 0
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_console_script(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``rulekit`` console script as a user would."""
+    full_env = {**os.environ, "RULEKIT_QUIET": "1", **(env or {})}
+    executable = Path(sys.executable).with_name("rulekit")
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "rulekit.cli"]
+    return subprocess.run([*command, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def write_params(path: Path, tasks=("bars",), size: int = 16, n_images: int = 64, **overrides) -> Path:
+    """Write a small params file; ``overrides`` replace whole sections or top-level keys."""
+    import yaml
+
+    params = {"tasks": tasks if isinstance(tasks, str) else list(tasks), "generate": {"seed": 0, "size": size, "n_images": n_images, "grid_images": 16}}
+    params.update(overrides)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def all_tasks():
+    """Every task the registry offers, built-ins and installed plugins alike."""
+    reset_registry()
+    registry = get_registry()
+    return [registry.task(name) for name in registry.names("task")]
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)

@@ -1,0 +1,98 @@
+"""The command line: listing plugins, and one clear line with exit code 2 for every bad input."""
+
+import json
+
+import pytest
+
+from conftest import BUILTIN_TASKS, REPO, run_console_script, write_params
+
+
+def test_list_plugins_json_lists_every_task():
+    result = run_console_script("list-plugins", "--json", cwd=REPO)
+    rows = json.loads(result.stdout)
+    tasks = {row["name"] for row in rows if row["kind"] == "task"}
+    assert tasks == set(BUILTIN_TASKS) | {"tally"}
+    assert all(set(row) == {"kind", "name", "plugin", "distribution", "version", "description", "status", "error"} for row in rows)
+
+
+def test_list_plugins_table_and_kind_filter(run_cli):
+    table = run_cli("list-plugins")
+    assert table.code == 0
+    for name in BUILTIN_TASKS:
+        assert name in table.out
+    assert run_cli("list-plugins", "--kind", "model", "--json").out.strip() == "[]"
+    only_tasks = json.loads(run_cli("list-plugins", "--kind", "task", "--json").out)
+    assert {row["kind"] for row in only_tasks} == {"task"}
+
+
+def test_without_the_example_plugin_there_are_four_tasks(run_cli, monkeypatch):
+    monkeypatch.setenv("RULEKIT_DISABLE_PLUGINS", "tally")
+    rows = json.loads(run_cli("list-plugins", "--json").out)
+    assert sorted(row["name"] for row in rows) == sorted(BUILTIN_TASKS)
+
+
+def one_line_error(result, *fragments):
+    assert result.code == 2, (result.code, result.err)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+BAD_PARAMS = [
+    ({"generate": {"seed": 0, "size": 16, "n_images": 8, "grid_images": 4, "colour": "red"}},
+     ["generate.colour: unknown key", "accepted keys here: seed, size, n_images, grid_images"]),
+    ({"generate": {"seed": 0, "size": "32", "n_images": 8, "grid_images": 4}}, ["generate.size", "valid integer", "'32'"]),
+    ({"generate": {"seed": 0, "size": 16, "n_images": 0, "grid_images": 4}}, ["generate.n_images", "greater than or equal to 1", "got 0"]),
+    ({"generate": {"seed": -1, "size": 16, "n_images": 8, "grid_images": 4}}, ["generate.seed", "greater than or equal to 0"]),
+    ({"generate": {"seed": 0, "size": 12, "n_images": 8, "grid_images": 4}}, ["generate.size: 12 pixels", "task 'shadow'", "accepted: 16 to 1024"]),
+    ({"generate": {"seed": 0, "size": 16, "n_images": 8}}, ["generate.grid_images: missing"]),
+    ({"tasks": []}, ["tasks", "at least 1 item"]),
+    ({"tasks": ["bars", "planets"]}, ["tasks[1]: unknown task 'planets'", "known tasks: bars, mirror, perspective, shadow"]),
+    ({"tasks": ["bars", "bars"]}, ["tasks[1]: task 'bars' is listed twice"]),
+    ({"tasks": "bars"}, ["tasks", "valid list"]),
+    ({"extra_section": {}}, ["extra_section: unknown key", "accepted keys here: tasks, generate"]),
+]
+
+
+@pytest.mark.parametrize("overrides, fragments", BAD_PARAMS)
+def test_bad_params_stop_with_the_key_path_and_write_nothing(run_cli, tmp_path, overrides, fragments):
+    params = write_params(tmp_path / "params.yaml", **{"tasks": ("bars", "shadow"), **overrides})
+    out = tmp_path / "out"
+    result = run_cli("generate", "bars", "--params", str(params), "--out", str(out))
+    one_line_error(result, *fragments)
+    assert not out.exists()
+
+
+def test_params_that_are_not_yaml_or_not_a_mapping(run_cli, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tasks: [bars\ngenerate: {")
+    one_line_error(run_cli("generate", "bars", "--params", str(broken)), "not valid YAML at line")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- bars\n")
+    one_line_error(run_cli("generate", "bars", "--params", str(listing)), "expected a mapping of sections")
+    one_line_error(run_cli("generate", "bars", "--params", str(tmp_path / "absent.yaml")), "absent.yaml does not exist")
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (("generate", "planets"), ["unknown task 'planets'", "known tasks: bars, mirror, perspective, shadow, tally"]),
+        (("list-plugins", "--kind", "rule"), ["unknown plugin kind 'rule'", "known kinds: task, model, guidance, metric"]),
+        (("generate",), ["Missing argument 'task'"]),
+        (("generate", "bars", "--size", "3"), ["No such option: --size"]),
+        (("frobnicate",), ["No such command 'frobnicate'"]),
+    ],
+)
+def test_bad_command_lines(run_cli, args, fragments):
+    one_line_error(run_cli(*args), *fragments)
+
+
+def test_the_console_script_prints_no_traceback(tmp_path):
+    result = run_console_script("generate", "planets", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown task 'planets'; known tasks: bars, mirror, perspective, shadow, tally"
+    ]
