@@ -81,10 +81,80 @@ def generate(
     destination = out if out is not None else Path("data") / task
     meta = run_generate(task, settings, destination)
     floor = meta["noise_floor"]
-    Console(stderr=True, soft_wrap=True).print(
+    _report(
         f"wrote {destination}: {meta['n_images']} images of {meta['size']}×{meta['size']}, "
         f"noise floor: max feature error {floor['max_feature_error']:.2e}, residual std {floor['residual_std']:.2e}"
     )
+
+
+MODEL_OPTION = typer.Option(None, "--model", "-m", help="The model family (default: every family in params.yaml's models).")
+
+
+@app.command()
+def train(
+    task: str = typer.Argument(..., help="The task whose data to train on (data/TASK)."),
+    model: Optional[str] = MODEL_OPTION,
+    params: Path = PARAMS_OPTION,
+) -> None:
+    """Train model families on a task's data; resumes from the newest checkpoint of the same run."""
+    from rulekit.params import load_params
+    from rulekit.registry import get_registry
+    from rulekit.stages.train import train as run_train
+
+    registry = get_registry()
+    registry.task(task)
+    if model is not None:
+        registry.get("model", model)
+    settings = load_params(params)
+    for name in [model] if model else settings.models:
+        _require_settings(settings, name)
+        summary = run_train(task, name, settings)
+        _report(
+            f"trained {name} on {task}: {summary['steps']} steps in {summary['seconds']:.1f} s"
+            + (f" (resumed at step {summary['resumed_from_step']})" if summary["resumed_from_step"] else "")
+            + (f", final loss {summary['final_loss']:.4f}" if summary["final_loss"] is not None else "")
+        )
+
+
+@app.command()
+def sample(
+    task: str = typer.Argument(..., help="The task whose trained model to sample from."),
+    model: Optional[str] = MODEL_OPTION,
+    guidance: str = typer.Option("none", "--guidance", "-g", help="The guidance strategy."),
+    params: Path = PARAMS_OPTION,
+) -> None:
+    """Sample from trained models, measure the samples and write samples/TASK/MODEL/GUIDANCE."""
+    from rulekit.params import load_params
+    from rulekit.registry import get_registry
+    from rulekit.stages.sample import sample as run_sample
+
+    registry = get_registry()
+    registry.task(task)
+    registry.get("guidance", guidance)
+    if model is not None:
+        registry.get("model", model)
+    settings = load_params(params)
+    for name in [model] if model else settings.models:
+        _require_settings(settings, name)
+        meta = run_sample(task, name, guidance, settings)
+        summary = meta["summary"]
+        _report(
+            f"sampled {meta['n_samples']} from {name} on {task} with {guidance} in {meta['seconds']:.1f} s: "
+            f"validity {summary['validity']:.3f}, coarse accuracy {summary['coarse_accuracy']:.3f}, "
+            f"mean |residual| {summary['mean_abs_residual']:.4f}"
+        )
+
+
+def _require_settings(settings, model: str) -> None:
+    from rulekit.errors import ParamsError
+
+    for section in ("model_settings", "sampler_settings"):
+        if model not in getattr(settings, section):
+            raise ParamsError(f"{section}.{model}: missing (needed to use model {model!r})")
+
+
+def _report(message: str) -> None:
+    Console(stderr=True, soft_wrap=True, highlight=False).print(message)
 
 
 def main(argv: list[str] | None = None) -> None:

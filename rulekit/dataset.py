@@ -1,19 +1,21 @@
-"""A task's training data on disk: ``data/<task>/`` with images, true features and how they were made.
+"""Image sets on disk: a task's training data (``data/<task>/``) and a model's samples.
 
-``data.safetensors`` holds ``images`` (uint8, n × size × size, row 0 at the top) and ``features``
-(float64, n × k, fractions of the image side); ``meta.json`` records the task, params, seed, rule
-constants, rulekit version and the measured noise floor; ``grid.png`` shows the first images.
+A folder holds ``data.safetensors`` with ``images`` (uint8, n × size × size, row 0 at the top)
+and ``features`` (float64, n × k, fractions of the image side), plus any named extras (samples
+carry ``valid``), ``meta.json`` saying how the set was made, and ``grid.png`` showing the first
+images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rulekit.errors import DataFileError
-from rulekit.storage import load_arrays, load_json
+from rulekit.figures import save_grid
+from rulekit.storage import load_arrays, load_json, replace_directory, save_arrays, write_json_atomic
 
 ARRAYS_FILE = "data.safetensors"
 META_FILE = "meta.json"
@@ -21,12 +23,13 @@ GRID_FILE = "grid.png"
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """Images, their true features, and the metadata written beside them."""
+class ImageSet:
+    """Images, their features, per-image extras, and the metadata written beside them."""
 
     images: np.ndarray
     features: np.ndarray
     meta: dict
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -38,15 +41,37 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def read_dataset(folder: str | Path) -> Dataset:
-    """Load ``data/<task>/``; missing, corrupt or inconsistent files stop with the file's name."""
+def write_image_set(folder: str | Path, image_set: ImageSet, grid_images: int) -> None:
+    """Write ``folder`` whole: it replaces an existing one only once every file is written."""
+    arrays = {"images": image_set.images, "features": image_set.features, **image_set.extras}
+    with replace_directory(folder) as staging:
+        save_arrays(staging / ARRAYS_FILE, arrays)
+        save_grid(image_set.images[:grid_images], staging / GRID_FILE)
+        write_json_atomic(staging / META_FILE, image_set.meta)
+
+
+def read_image_set(folder: str | Path, extras: tuple[str, ...] = ()) -> ImageSet:
+    """Load an image set; missing, corrupt or inconsistent files stop with the file's name."""
     folder = Path(folder)
     meta = load_json(folder / META_FILE)
-    arrays = load_arrays(folder / ARRAYS_FILE, required=("images", "features"))
-    images, features = arrays["images"], arrays["features"]
     path = folder / ARRAYS_FILE
+    arrays = load_arrays(path, required=("images", "features", *extras))
+    images, features = arrays["images"], arrays["features"]
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
         raise DataFileError(f"{path}: images must be uint8 of shape (n, size, size), got {images.dtype} {images.shape}")
-    if features.ndim != 2 or len(features) != len(images):
-        raise DataFileError(f"{path}: features must have one row per image, got {features.shape} for {len(images)} images")
-    return Dataset(images=images, features=features.astype(np.float64, copy=False), meta=meta)
+    for name, array in [("features", features), *((name, arrays[name]) for name in extras)]:
+        if len(array) != len(images):
+            raise DataFileError(f"{path}: {name} must have one row per image, got {array.shape} for {len(images)} images")
+    if features.ndim != 2:
+        raise DataFileError(f"{path}: features must be a 2-d array, got shape {features.shape}")
+    return ImageSet(
+        images=images,
+        features=features.astype(np.float64, copy=False),
+        meta=meta,
+        extras={name: arrays[name] for name in extras},
+    )
+
+
+def read_dataset(folder: str | Path) -> ImageSet:
+    """Load a task's training data, ``data/<task>/``."""
+    return read_image_set(folder)

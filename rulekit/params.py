@@ -8,10 +8,10 @@ and out-of-range values stop with one line naming the key path and what is accep
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from rulekit.errors import ParamsError
 
@@ -33,15 +33,68 @@ class GenerateParams(Section):
     grid_images: int = Field(ge=1, le=256, description="images shown in the PNG grid")
 
 
+class NetworkParams(Section):
+    """The shape of the network every model family trains (a diffusers UNet2DModel)."""
+
+    block_out_channels: list[int] = Field(min_length=1, max_length=6, description="channels per resolution level")
+    layers_per_block: int = Field(ge=1, le=8)
+    norm_num_groups: int = Field(ge=1, le=64)
+    attention: bool = Field(description="self-attention at the lowest resolution")
+
+
+class TrainParams(Section):
+    """Settings of the ``train`` stage shared by every model family."""
+
+    seed: int = Field(ge=0)
+    steps: int = Field(ge=1, le=10_000_000)
+    batch_size: int = Field(ge=1, le=65_536)
+    learning_rate: float = Field(gt=0, le=1)
+    lr_schedule: Literal["constant", "cosine", "linear"]
+    warmup_steps: int = Field(ge=0)
+    weight_decay: float = Field(ge=0, le=1)
+    grad_clip: float = Field(gt=0)
+    ema_decay: float = Field(ge=0, lt=1)
+    gradient_accumulation_steps: int = Field(ge=1, le=1024)
+    mixed_precision: Literal["no", "fp16", "bf16"]
+    checkpoint_every: int = Field(ge=1)
+    keep_checkpoints: int = Field(ge=1, le=1000)
+    log_every: int = Field(ge=1)
+
+
+class SampleParams(Section):
+    """Settings of the ``sample`` stage."""
+
+    seed: int = Field(ge=0)
+    n_samples: int = Field(ge=1, le=10_000_000)
+    batch_size: int = Field(ge=1, le=65_536)
+    grid_images: int = Field(ge=1, le=256)
+
+
 class Params(Section):
     """Everything in ``params.yaml``."""
 
     tasks: list[str] = Field(min_length=1, description="the tasks every stage runs over")
+    models: list[str] = Field(min_length=1, description="the model families every task trains")
     generate: GenerateParams
+    network: NetworkParams
+    train: TrainParams
+    model_settings: dict[str, dict[str, Any]] = Field(description="per family: how it trains")
+    sampler_settings: dict[str, dict[str, Any]] = Field(description="per family: how it samples")
+    sample: SampleParams
+
+    _family_settings: dict[tuple[str, str], Section] = PrivateAttr(default_factory=dict)
+
+    def train_settings_for(self, model: str) -> Section:
+        """The validated ``model_settings`` of one model family."""
+        return self._family_settings[("model_settings", model)]
+
+    def sampler_settings_for(self, model: str) -> Section:
+        """The validated ``sampler_settings`` of one model family."""
+        return self._family_settings[("sampler_settings", model)]
 
 
-def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
-    path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str = "") -> str:
+    path = prefix + (".".join(str(part) for part in error["loc"]) or "(top level)")
     kind = error["type"]
     if kind == "extra_forbidden":
         parent: Any = model
@@ -67,21 +120,73 @@ def parse_params(raw: object, source: str = DEFAULT_PARAMS_FILE) -> Params:
     except ValidationError as error:
         raise ParamsError(f"{source}: {_describe(error.errors()[0], Params)}") from None
     _check_names(params, source)
+    _check_family_settings(params, source)
+    _check_shapes(params, source)
     return params
+
+
+def _check_list(names: list[str], kind: str, key: str, source: str) -> None:
+    from rulekit.registry import KINDS, get_registry
+
+    known = get_registry().names(kind)
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name not in known:
+            raise ParamsError(
+                f"{source}: {key}[{index}]: unknown {kind} {name!r}; known {KINDS[kind].plural}: {', '.join(known) or 'none'}"
+            )
+        if name in seen:
+            raise ParamsError(f"{source}: {key}[{index}]: {kind} {name!r} is listed twice")
+        seen.add(name)
+
+
+def _check_family_settings(params: Params, source: str) -> None:
+    from rulekit.registry import get_registry
+
+    registry = get_registry()
+    for section in ("model_settings", "sampler_settings"):
+        mapping = getattr(params, section)
+        _check_list(list(mapping), "model", section, source)
+        for name in params.models:
+            if name not in mapping:
+                raise ParamsError(f"{source}: {section}.{name}: missing (every family in models needs its settings)")
+        for name, raw in mapping.items():
+            family = registry.get("model", name)
+            settings_model = family.train_settings if section == "model_settings" else family.sampler_settings
+            try:
+                params._family_settings[(section, name)] = settings_model.model_validate(raw)
+            except ValidationError as error:
+                detail = _describe(error.errors()[0], settings_model, prefix=f"{section}.{name}.")
+                raise ParamsError(f"{source}: {detail}") from None
+
+
+def _check_shapes(params: Params, source: str) -> None:
+    network, size = params.network, params.generate.size
+    for index, channels in enumerate(network.block_out_channels):
+        if channels % network.norm_num_groups:
+            raise ParamsError(
+                f"{source}: network.block_out_channels[{index}]: {channels} is not a multiple of "
+                f"network.norm_num_groups ({network.norm_num_groups})"
+            )
+    factor = 2 ** (len(network.block_out_channels) - 1)
+    if size % factor:
+        raise ParamsError(
+            f"{source}: generate.size: a network with {len(network.block_out_channels)} levels halves the image "
+            f"{len(network.block_out_channels) - 1} times, so the size must be a multiple of {factor}; got {size}"
+        )
+    if params.train.batch_size % params.train.gradient_accumulation_steps:
+        raise ParamsError(
+            f"{source}: train.batch_size: {params.train.batch_size} is not a multiple of "
+            f"train.gradient_accumulation_steps ({params.train.gradient_accumulation_steps})"
+        )
 
 
 def _check_names(params: Params, source: str) -> None:
     from rulekit.registry import get_registry
 
     registry = get_registry()
-    known = registry.names("task")
-    seen: set[str] = set()
-    for index, name in enumerate(params.tasks):
-        if name not in known:
-            raise ParamsError(f"{source}: tasks[{index}]: unknown task {name!r}; known tasks: {', '.join(known)}")
-        if name in seen:
-            raise ParamsError(f"{source}: tasks[{index}]: task {name!r} is listed twice")
-        seen.add(name)
+    _check_list(params.tasks, "task", "tasks", source)
+    _check_list(params.models, "model", "models", source)
     for name in params.tasks:
         task = registry.task(name)
         if not task.min_size <= params.generate.size <= task.max_size:

@@ -27,6 +27,9 @@ BUILTIN_PLUGINS = (
     "rulekit.tasks.shadow",
     "rulekit.tasks.mirror",
     "rulekit.tasks.perspective",
+    "rulekit.models.ddpm",
+    "rulekit.models.flow",
+    "rulekit.guidance.none",
 )
 ENTRY_POINT_GROUP = "rulekit"
 DISABLE_ENV_VAR = "RULEKIT_DISABLE_PLUGINS"
@@ -38,6 +41,22 @@ def _check_task(obj: Any) -> str | None:
 
     if not isinstance(obj, Task):
         return f"{type(obj).__name__} is not a rulekit.tasks.Task"
+    return None
+
+
+def _check_guidance(obj: Any) -> str | None:
+    from rulekit.guidance.base import Guidance
+
+    if not isinstance(obj, Guidance):
+        return f"{type(obj).__name__} is not a rulekit.guidance.Guidance"
+    return None
+
+
+def _check_model(obj: Any) -> str | None:
+    from rulekit.models.base import ModelFamily
+
+    if not isinstance(obj, ModelFamily):
+        return f"{type(obj).__name__} is not a rulekit.models.ModelFamily"
     return None
 
 
@@ -55,8 +74,8 @@ KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
         Kind("task", "tasks", "rulekit_tasks", _check_task),
-        Kind("model", "models", "rulekit_models"),
-        Kind("guidance", "guidance strategies", "rulekit_guidance"),
+        Kind("model", "models", "rulekit_models", _check_model),
+        Kind("guidance", "guidance strategies", "rulekit_guidance", _check_guidance),
         Kind("metric", "metrics", "rulekit_metrics"),
     )
 }

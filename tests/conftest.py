@@ -61,13 +61,45 @@ def run_console_script(*args: str, cwd: Path, env: dict | None = None) -> subpro
     return subprocess.run([*command, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120)
 
 
+SMOKE_PARAMS = {
+    "tasks": ["bars"],
+    "models": ["ddpm-unet"],
+    "generate": {"seed": 0, "size": 16, "n_images": 64, "grid_images": 16},
+    "network": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "attention": False},
+    "train": {
+        "seed": 0, "steps": 12, "batch_size": 16, "learning_rate": 0.002, "lr_schedule": "cosine",
+        "warmup_steps": 2, "weight_decay": 0.0, "grad_clip": 1.0, "ema_decay": 0.99,
+        "gradient_accumulation_steps": 1, "mixed_precision": "no", "checkpoint_every": 5,
+        "keep_checkpoints": 2, "log_every": 2,
+    },
+    "model_settings": {
+        "ddpm-unet": {"prediction_type": "epsilon", "num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"},
+        "flow-unet": {"time_sampling": "logit_normal"},
+    },
+    "sampler_settings": {
+        "ddpm-unet": {"scheduler": "ddim", "steps": 5, "clip_sample": True},
+        "flow-unet": {"solver": "heun", "steps": 5},
+    },
+    "sample": {"seed": 0, "n_samples": 8, "batch_size": 8, "grid_images": 8},
+}
+
+
+def smoke_params(tasks=("bars",), size: int = 16, n_images: int = 64, **overrides) -> dict:
+    """The smoke configuration as a mapping; ``overrides`` replace whole sections or keys."""
+    import copy
+
+    params = copy.deepcopy(SMOKE_PARAMS)
+    params["tasks"] = tasks if isinstance(tasks, str) else list(tasks)
+    params["generate"].update(size=size, n_images=n_images)
+    params.update(overrides)
+    return params
+
+
 def write_params(path: Path, tasks=("bars",), size: int = 16, n_images: int = 64, **overrides) -> Path:
-    """Write a small params file; ``overrides`` replace whole sections or top-level keys."""
+    """Write a smoke params file; ``overrides`` replace whole sections or top-level keys."""
     import yaml
 
-    params = {"tasks": tasks if isinstance(tasks, str) else list(tasks), "generate": {"seed": 0, "size": size, "n_images": n_images, "grid_images": 16}}
-    params.update(overrides)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(yaml.safe_dump(smoke_params(tasks, size, n_images, **overrides), sort_keys=False))
     return path
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import BUILTIN_TASKS, REPO, run_console_script, write_params
+from conftest import BUILTIN_TASKS, REPO, SMOKE_PARAMS, run_console_script, write_params
 
 
 def test_list_plugins_json_lists_every_task():
@@ -20,7 +20,8 @@ def test_list_plugins_table_and_kind_filter(run_cli):
     assert table.code == 0
     for name in BUILTIN_TASKS:
         assert name in table.out
-    assert run_cli("list-plugins", "--kind", "model", "--json").out.strip() == "[]"
+    models = json.loads(run_cli("list-plugins", "--kind", "model", "--json").out)
+    assert [(row["kind"], row["name"]) for row in models] == [("model", "ddpm-unet"), ("model", "flow-unet")]
     only_tasks = json.loads(run_cli("list-plugins", "--kind", "task", "--json").out)
     assert {row["kind"] for row in only_tasks} == {"task"}
 
@@ -28,7 +29,8 @@ def test_list_plugins_table_and_kind_filter(run_cli):
 def test_without_the_example_plugin_there_are_four_tasks(run_cli, monkeypatch):
     monkeypatch.setenv("RULEKIT_DISABLE_PLUGINS", "tally")
     rows = json.loads(run_cli("list-plugins", "--json").out)
-    assert sorted(row["name"] for row in rows) == sorted(BUILTIN_TASKS)
+    assert sorted(row["name"] for row in rows if row["kind"] == "task") == sorted(BUILTIN_TASKS)
+    assert {row["name"] for row in rows if row["kind"] != "task"} == {"ddpm-unet", "flow-unet", "none"}
 
 
 def one_line_error(result, *fragments):
@@ -53,7 +55,20 @@ BAD_PARAMS = [
     ({"tasks": ["bars", "planets"]}, ["tasks[1]: unknown task 'planets'", "known tasks: bars, mirror, perspective, shadow"]),
     ({"tasks": ["bars", "bars"]}, ["tasks[1]: task 'bars' is listed twice"]),
     ({"tasks": "bars"}, ["tasks", "valid list"]),
-    ({"extra_section": {}}, ["extra_section: unknown key", "accepted keys here: tasks, generate"]),
+    ({"models": ["ddpm-unet", "gan"]}, ["models[1]: unknown model 'gan'", "known models: ddpm-unet, flow-unet"]),
+    ({"train": {**SMOKE_PARAMS["train"], "steps": -5}}, ["train.steps", "greater than or equal to 1", "got -5"]),
+    ({"train": {**SMOKE_PARAMS["train"], "learning_rate": "1e-3"}}, ["train.learning_rate", "valid number", "'1e-3'"]),
+    ({"train": {**SMOKE_PARAMS["train"], "lr_schedule": "warm"}}, ["train.lr_schedule", "'constant', 'cosine' or 'linear'"]),
+    ({"train": {**SMOKE_PARAMS["train"], "batch_size": 10, "gradient_accumulation_steps": 4}},
+     ["train.batch_size: 10 is not a multiple of train.gradient_accumulation_steps (4)"]),
+    ({"model_settings": {**SMOKE_PARAMS["model_settings"], "ddpm-unet": {"prediction_type": "noise", "num_train_timesteps": 1000, "beta_schedule": "linear"}}},
+     ["model_settings.ddpm-unet.prediction_type", "'epsilon', 'sample' or 'v_prediction'"]),
+    ({"model_settings": {"flow-unet": {"time_sampling": "uniform"}}}, ["model_settings.ddpm-unet: missing"]),
+    ({"sampler_settings": {**SMOKE_PARAMS["sampler_settings"], "diffusion-gan": {}}}, ["sampler_settings[2]: unknown model 'diffusion-gan'"]),
+    ({"network": {"block_out_channels": [12, 16], "layers_per_block": 1, "norm_num_groups": 8, "attention": False}},
+     ["network.block_out_channels[0]: 12 is not a multiple of network.norm_num_groups (8)"]),
+    ({"sample": {**SMOKE_PARAMS["sample"], "n_samples": 0}}, ["sample.n_samples", "greater than or equal to 1"]),
+    ({"extra_section": {}}, ["extra_section: unknown key", "accepted keys here: tasks, models, generate, network, train, model_settings, sampler_settings, sample"]),
 ]
 
 
@@ -64,6 +79,12 @@ def test_bad_params_stop_with_the_key_path_and_write_nothing(run_cli, tmp_path, 
     result = run_cli("generate", "bars", "--params", str(params), "--out", str(out))
     one_line_error(result, *fragments)
     assert not out.exists()
+
+
+def test_network_that_cannot_take_the_image_size(run_cli, tmp_path):
+    params = write_params(tmp_path / "params.yaml", size=18,
+                          network={"block_out_channels": [8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4, "attention": False})
+    one_line_error(run_cli("generate", "bars", "--params", str(params)), "generate.size", "must be a multiple of 4; got 18")
 
 
 def test_params_that_are_not_yaml_or_not_a_mapping(run_cli, tmp_path):

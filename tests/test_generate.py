@@ -60,7 +60,7 @@ def test_a_failed_generate_leaves_the_previous_data_untouched(run_cli, tmp_path,
         raise OSError(28, "No space left on device")
 
     write_params(tmp_path / "params.yaml", n_images=60)
-    monkeypatch.setattr("rulekit.stages.generate.save_grid", disk_full)
+    monkeypatch.setattr("rulekit.dataset.save_grid", disk_full)
     with pytest.raises(OSError):
         from rulekit.params import load_params
         from rulekit.stages.generate import generate

@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from rulekit import __version__
-from rulekit.dataset import ARRAYS_FILE, GRID_FILE, META_FILE, to_uint8
-from rulekit.figures import save_grid
+from rulekit.dataset import ImageSet, to_uint8, write_image_set
 from rulekit.params import Params
 from rulekit.progress import progress_bar
 from rulekit.registry import get_registry
-from rulekit.storage import replace_directory, save_arrays, write_json_atomic
 from rulekit.tasks import Task
 
 CHUNK = 8192
@@ -63,8 +61,5 @@ def generate(task_name: str, params: Params, out_dir: str | Path) -> dict:
         "rulekit_version": __version__,
         "noise_floor": noise_floor(task, images, features),
     }
-    with replace_directory(out_dir) as staging:
-        save_arrays(staging / ARRAYS_FILE, {"images": images, "features": features})
-        save_grid(images[: settings.grid_images], staging / GRID_FILE)
-        write_json_atomic(staging / META_FILE, meta)
+    write_image_set(out_dir, ImageSet(images, features, meta), settings.grid_images)
     return meta

@@ -111,29 +111,33 @@ class Task(ABC):
         size = self.check_size(size)
         return np.clip(self.draw(features, size), 0.0, 1.0).astype(np.float32, copy=False)
 
-    def measure(self, images: np.ndarray) -> np.ndarray:
-        """Features (n, k) read from images; uint8 images are taken as value / 255."""
+    def _pixels(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         if images.ndim != 3 or images.shape[1] != images.shape[2]:
             raise RulekitError(f"images must have shape (n, size, size), got {images.shape}")
         self.check_size(images.shape[-1])
         if images.dtype == np.uint8:
-            pixels = images.astype(np.float32) / 255.0
-        else:
-            pixels = np.clip(images.astype(np.float32, copy=False), 0.0, 1.0)
-        return self._check_features(self.read(pixels))
+            return remove_background(images.astype(np.float32) / 255.0)
+        return remove_background(np.clip(images.astype(np.float32), 0.0, 1.0))
+
+    def measure(self, images: np.ndarray) -> np.ndarray:
+        """Features (n, k) read from images; uint8 images are taken as value / 255.
+
+        A generated image's faint background haze is removed first (``remove_background``);
+        rendered data has none, so on data the measurement is exact.
+        """
+        return self._check_features(self.read(self._pixels(images)))
 
     def valid(self, images: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        """Whether the measurer found the shapes: measured features re-render to the image."""
-        images = np.asarray(images)
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / 255.0
-        features = self.measure(images) if features is None else self._check_features(features)
+        """Whether the measurer found the shapes: measured features re-render to the image
+        (without its background haze) to within ``validity_tolerance`` of its ink."""
+        pixels = self._pixels(images)
+        features = self._check_features(self.read(pixels)) if features is None else self._check_features(features)
         finite = np.all(np.isfinite(features), axis=1)
         usable = finite & self.in_frame(np.where(finite[:, None], features, 0.0))
-        rerendered = self.render(np.where(usable[:, None], features, 0.0), images.shape[-1])
-        ink = np.abs(images).sum(axis=(1, 2))
-        error = np.abs(images - rerendered).sum(axis=(1, 2))
+        rerendered = self.render(np.where(usable[:, None], features, 0.0), pixels.shape[-1])
+        ink = pixels.sum(axis=(1, 2))
+        error = np.abs(pixels - rerendered).sum(axis=(1, 2))
         return usable & (error <= self.validity_tolerance * np.maximum(ink, 1e-12))
 
     def violate(self, features: np.ndarray, delta: float, rng: np.random.Generator) -> np.ndarray:
@@ -159,6 +163,34 @@ class Task(ABC):
         if n < 0:
             raise RulekitError(f"number of samples must be at least 0, got {n}")
         return self._check_features(self.coarse_violations(rng, n))
+
+
+#: Pixels this far (in the noise's standard deviations) above the background level are ink.
+BACKGROUND_SIGMAS = 4.0
+#: The smallest ink threshold: half a uint8 level, so stored data loses nothing.
+MIN_INK = 0.5 / 255
+
+
+def remove_background(pixels: np.ndarray) -> np.ndarray:
+    """Images with their background level subtracted and the haze around it set to 0.
+
+    Every task's shapes cover less than half of the image, so the median pixel is background;
+    the spread of the background is read from the gap between the median and the lower
+    quartile (0.674 σ for Gaussian haze). Pixels within ``BACKGROUND_SIGMAS`` σ of the
+    background become 0 and the rest are rescaled so that full ink stays 1. Rendered images
+    have an exactly zero background and pass through unchanged.
+    """
+    n, height, width = pixels.shape
+    flat = pixels.reshape(n, -1)
+    count = flat.shape[1]
+    quartile, median = (count - 1) // 4, (count - 1) // 2
+    ranked = np.partition(flat, (quartile, median), axis=1)
+    background = ranked[:, median]
+    sigma = (background - ranked[:, quartile]) / 0.674
+    threshold = background + np.maximum(BACKGROUND_SIGMAS * sigma, MIN_INK)
+    scale = 1.0 / np.maximum(1.0 - background, 1e-6)
+    cleaned = np.where(flat >= threshold[:, None], (flat - background[:, None]) * scale[:, None], 0.0)
+    return cleaned.reshape(n, height, width).astype(np.float32, copy=False)
 
 
 def signed_largest(deviations: np.ndarray) -> np.ndarray:
