@@ -36,20 +36,17 @@ PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", "-p", help="The pa
 
 @app.command("list-plugins")
 def list_plugins(
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Show one kind: task, model, guidance or metric."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Show one kind: task, model, guidance, metric or probe-input."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """List every registered task, model, guidance strategy and metric, and any plugin that failed."""
-    from rulekit.registry import FAILED_PLUGIN_KIND, check_kind, get_registry
+    from rulekit.registry import check_kind, get_registry
 
     if kind is not None:
         check_kind(kind)
     registry = get_registry()
-    rows = [
-        entry for entry in registry.entries if kind is None or entry.kind in (kind, FAILED_PLUGIN_KIND)
-    ]
-    if kind is not None:
-        rows = [entry for entry in rows if entry.kind == kind or entry.status == "failed"]
+    # Failed plugins stay visible under any filter: a missing row must never look like success.
+    rows = [entry for entry in registry.entries if kind is None or entry.kind == kind or entry.status == "failed"]
     if as_json:
         sys.stdout.write(json.dumps([entry.as_dict() for entry in rows], indent=2) + "\n")
         return
@@ -73,10 +70,9 @@ def generate(
 ) -> None:
     """Draw a task's rule-abiding training images and write them to data/TASK."""
     from rulekit.params import load_params
-    from rulekit.registry import get_registry
     from rulekit.stages.generate import generate as run_generate
 
-    get_registry().task(task)
+    _check_names(task)
     settings = load_params(params)
     destination = out if out is not None else Path("data") / task
     meta = run_generate(task, settings, destination)
@@ -98,15 +94,11 @@ def train(
 ) -> None:
     """Train model families on a task's data; resumes from the newest checkpoint of the same run."""
     from rulekit.params import load_params
-    from rulekit.registry import get_registry
     from rulekit.stages.train import train as run_train
 
-    registry = get_registry()
-    registry.task(task)
-    if model is not None:
-        registry.get("model", model)
+    _check_names(task, model)
     settings = load_params(params)
-    for name in [model] if model else settings.models:
+    for name in _chosen(model, settings.models):
         _require_settings(settings, name)
         summary = run_train(task, name, settings)
         _report(
@@ -125,16 +117,11 @@ def sample(
 ) -> None:
     """Sample from trained models, measure the samples and write samples/TASK/MODEL/GUIDANCE."""
     from rulekit.params import load_params
-    from rulekit.registry import get_registry
     from rulekit.stages.sample import sample as run_sample
 
-    registry = get_registry()
-    registry.task(task)
-    registry.get("guidance", guidance)
-    if model is not None:
-        registry.get("model", model)
+    _check_names(task, model, guidance)
     settings = load_params(params)
-    for name in [model] if model else settings.models:
+    for name in _chosen(model, settings.models):
         _require_settings(settings, name)
         meta = run_sample(task, name, guidance, settings)
         summary = meta["summary"]
@@ -143,6 +130,76 @@ def sample(
             f"validity {summary['validity']:.3f}, coarse accuracy {summary['coarse_accuracy']:.3f}, "
             f"mean |residual| {summary['mean_abs_residual']:.4f}"
         )
+
+
+GUIDANCE_OPTION = typer.Option(None, "--guidance", "-g", help="The guidance strategy (default: every one in params.yaml's guidance).")
+
+
+@app.command()
+def evaluate(
+    task: str = typer.Argument(..., help="The task whose samples to evaluate."),
+    model: Optional[str] = MODEL_OPTION,
+    guidance: Optional[str] = GUIDANCE_OPTION,
+    params: Path = PARAMS_OPTION,
+) -> None:
+    """Compute every metric, with bootstrap intervals, on samples; write metrics/ and plots/."""
+    from rulekit.params import load_params
+    from rulekit.stages.evaluate import evaluate as run_evaluate
+
+    _check_names(task, model, guidance)
+    settings = load_params(params)
+    for model_name in _chosen(model, settings.models):
+        for guidance_name in _chosen(guidance, settings.guidance):
+            result = run_evaluate(task, model_name, guidance_name, settings)["metrics"]
+            _report(
+                f"evaluated {model_name} on {task} with {guidance_name}: "
+                f"coarse accuracy {result['coarse_accuracy']['value']:.3f}, "
+                f"residual band {result['band_ratio']['value']:.1f}× the data's noise floor"
+            )
+
+
+@app.command()
+def probe(
+    task: str = typer.Argument(..., help="The task to probe."),
+    model: Optional[str] = MODEL_OPTION,
+    params: Path = PARAMS_OPTION,
+) -> None:
+    """Measure how detectable fine-rule violations are to scikit-learn probes (AUC against δ)."""
+    from rulekit.params import load_params
+    from rulekit.stages.probe import probe as run_probe
+
+    _check_names(task, model)
+    settings = load_params(params)
+    for model_name in _chosen(model, settings.models):
+        rows = run_probe(task, model_name, settings)
+        _report(f"probed {task} with {model_name}'s network: {len(rows)} fits")
+
+
+@app.command()
+def report(params: Path = PARAMS_OPTION) -> None:
+    """Write reports/report.md from metrics/ and plots/, and print the headline table."""
+    from rulekit.params import load_params
+    from rulekit.stages.report import report as run_report
+
+    path = run_report(load_params(params))
+    _report(f"wrote {path}")
+
+
+def _check_names(task: str, model: str | None = None, guidance: str | None = None) -> None:
+    """Stop on an unknown task, model or guidance name before anything is read or started."""
+    from rulekit.registry import get_registry
+
+    registry = get_registry()
+    registry.task(task)
+    if model is not None:
+        registry.get("model", model)
+    if guidance is not None:
+        registry.get("guidance", guidance)
+
+
+def _chosen(requested: str | None, configured: list[str]) -> list[str]:
+    """The one name asked for on the command line, or every name ``params.yaml`` lists."""
+    return [requested] if requested else list(configured)
 
 
 def _require_settings(settings, model: str) -> None:

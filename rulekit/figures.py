@@ -38,3 +38,101 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, columns: int = 8) -> 
     buffer = io.BytesIO()
     Image.fromarray(grid_image(images, columns)).save(buffer, format="PNG")
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def _figure_bytes(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def histogram_bins(residuals: list[np.ndarray], bins: int = 41) -> np.ndarray:
+    """Common, symmetric bin edges that hold the central 99 % of every residual set."""
+    finite = [values[np.isfinite(values)] for values in residuals if np.isfinite(values).any()]
+    reach = max([float(np.quantile(np.abs(values), 0.99)) for values in finite] + [1e-4])
+    return np.linspace(-reach, reach, bins + 1)
+
+
+def save_rule_figure(
+    path: str | os.PathLike,
+    title: str,
+    driver_name: str,
+    data: tuple[np.ndarray, np.ndarray],
+    samples: tuple[np.ndarray, np.ndarray],
+    edges: np.ndarray,
+) -> None:
+    """The central picture: residual against the driving feature, data beside samples, and
+    the two residual histograms. Rule-abiding images sit on the line residual = 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (scatter, histogram) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    scatter.scatter(data[0], data[1], s=4, c="0.55", alpha=0.5, label="training data (measured)")
+    scatter.scatter(samples[0], samples[1], s=6, c="tab:red", alpha=0.6, label="generated samples")
+    scatter.axhline(0.0, color="black", linewidth=1, label="the fine rule")
+    scatter.set_xlabel(f"{driver_name} (fraction of image side)")
+    scatter.set_ylabel("residual (fraction of image side)")
+    scatter.set_title(title)
+    scatter.legend(loc="upper right", fontsize=8, markerscale=3)
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    for values, colour, label in ((data[1], "0.55", "data"), (samples[1], "tab:red", "samples")):
+        counts, _ = np.histogram(np.clip(values[np.isfinite(values)], edges[0], edges[-1]), bins=edges)
+        histogram.bar(centres, counts / max(counts.sum(), 1), width=width, color=colour, alpha=0.6, label=label)
+    histogram.set_xlabel("residual")
+    histogram.set_ylabel("fraction")
+    histogram.legend(fontsize=8)
+    write_bytes_atomic(path, _figure_bytes(figure))
+
+
+def save_probe_figure(path: str | os.PathLike, title: str, rows: list[dict]) -> None:
+    """Held-out AUC against δ, one line per probe input, estimator and noise level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    lines: dict[tuple, list[tuple[float, float]]] = {}
+    for row in rows:
+        level = row.get("level")
+        key = (row["input"], row["estimator"], None if level in (None, "") else float(level))
+        lines.setdefault(key, []).append((float(row["delta"]), float(row["auc"])))
+    for (input_name, estimator, level), points in sorted(lines.items(), key=lambda item: str(item[0])):
+        points.sort()
+        label = f"{input_name}, {estimator}" + ("" if level is None else f", level {level:g}")
+        axis.plot([d for d, _ in points], [a for _, a in points], marker="o", markersize=3, linewidth=1, label=label)
+    axis.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+    axis.set_xscale("symlog", linthresh=0.005)
+    axis.set_xlabel("violation δ (fraction of image side)")
+    axis.set_ylabel("held-out ROC AUC")
+    axis.set_ylim(0.4, 1.02)
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=6, ncol=2, loc="lower right")
+    write_bytes_atomic(path, _figure_bytes(figure))
+
+
+def save_loss_figure(path: str | os.PathLike, curves: list) -> None:
+    """Training loss against step for every ``plots/loss/*.csv`` curve."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    for curve in curves:
+        with open(curve, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        axis.plot([int(row["step"]) for row in rows], [float(row["loss"]) for row in rows], linewidth=1, label=curve.stem)
+    axis.set_yscale("log")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.legend(fontsize=7)
+    write_bytes_atomic(path, _figure_bytes(figure))

@@ -63,3 +63,15 @@ def rulekit_metrics() -> list:
     A metric is a function of measured features (and the task) that returns named numbers, which
     the evaluation stage writes to ``metrics/`` for ``dvc metrics diff``.
     """
+
+
+@hookspec
+def rulekit_probe_inputs() -> list:
+    """Return the probe inputs this plugin provides.
+
+    A probe input turns images into the feature vectors that a detectability probe (a
+    scikit-learn classifier) sees: raw pixels, pixels noised to a diffusion level, a trained
+    network's internal activations, a rule classifier's features. Each is an instance of
+    :class:`rulekit.probes.ProbeInput`; ``rulekit probe`` reports, for each, how well
+    rule-abiding images can be told from images that break the fine rule by δ.
+    """

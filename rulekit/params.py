@@ -70,17 +70,40 @@ class SampleParams(Section):
     grid_images: int = Field(ge=1, le=256)
 
 
+class EvaluateParams(Section):
+    """Settings of the ``evaluate`` stage."""
+
+    seed: int = Field(ge=0)
+    n_resamples: int = Field(ge=10, le=100_000, description="bootstrap resamples per interval")
+    confidence: float = Field(gt=0, lt=1)
+
+
+class ProbeParams(Section):
+    """Settings of the ``probe`` stage."""
+
+    seed: int = Field(ge=0)
+    inputs: list[str] = Field(min_length=1, description="probe inputs (rulekit list-plugins --kind probe-input)")
+    estimators: list[str] = Field(min_length=1)
+    deltas: list[float] = Field(min_length=1, description="fine-rule violations to detect, in image-side units")
+    levels: list[float] = Field(min_length=1, description="noise levels, 0 = data, 1 = pure noise")
+    n_per_class: int = Field(ge=10, le=1_000_000)
+    test_fraction: float = Field(gt=0, lt=1)
+
+
 class Params(Section):
     """Everything in ``params.yaml``."""
 
     tasks: list[str] = Field(min_length=1, description="the tasks every stage runs over")
     models: list[str] = Field(min_length=1, description="the model families every task trains")
+    guidance: list[str] = Field(min_length=1, description="the guidance strategies every model is evaluated with")
     generate: GenerateParams
     network: NetworkParams
     train: TrainParams
     model_settings: dict[str, dict[str, Any]] = Field(description="per family: how it trains")
     sampler_settings: dict[str, dict[str, Any]] = Field(description="per family: how it samples")
     sample: SampleParams
+    evaluate: EvaluateParams
+    probe: ProbeParams
 
     _family_settings: dict[tuple[str, str], Section] = PrivateAttr(default_factory=dict)
 
@@ -181,12 +204,38 @@ def _check_shapes(params: Params, source: str) -> None:
         )
 
 
+def _check_probe(params: Params, source: str) -> None:
+    from rulekit.probes.run import ESTIMATORS
+    from rulekit.registry import get_registry
+
+    probe = params.probe
+    for index, name in enumerate(probe.estimators):
+        if name not in ESTIMATORS:
+            raise ParamsError(
+                f"{source}: probe.estimators[{index}]: unknown estimator {name!r}; known estimators: {', '.join(ESTIMATORS)}"
+            )
+    for index, level in enumerate(probe.levels):
+        if not 0.0 <= level <= 1.0:
+            raise ParamsError(f"{source}: probe.levels[{index}]: {level} is outside [0, 1] (0 = data, 1 = pure noise)")
+    registry = get_registry()
+    for index, delta in enumerate(probe.deltas):
+        for name in params.tasks:
+            largest = registry.task(name).max_violation
+            if not 0.0 <= delta <= largest:
+                raise ParamsError(
+                    f"{source}: probe.deltas[{index}]: {delta} is outside what task {name!r} can violate (accepted: 0 to {largest})"
+                )
+
+
 def _check_names(params: Params, source: str) -> None:
     from rulekit.registry import get_registry
 
     registry = get_registry()
     _check_list(params.tasks, "task", "tasks", source)
     _check_list(params.models, "model", "models", source)
+    _check_list(params.guidance, "guidance", "guidance", source)
+    _check_list(params.probe.inputs, "probe-input", "probe.inputs", source)
+    _check_probe(params, source)
     for name in params.tasks:
         task = registry.task(name)
         if not task.min_size <= params.generate.size <= task.max_size:

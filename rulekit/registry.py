@@ -30,53 +30,45 @@ BUILTIN_PLUGINS = (
     "rulekit.models.ddpm",
     "rulekit.models.flow",
     "rulekit.guidance.none",
+    "rulekit.metrics.rule",
+    "rulekit.metrics.coverage",
+    "rulekit.metrics.memorisation",
+    "rulekit.probes.inputs",
 )
 ENTRY_POINT_GROUP = "rulekit"
 DISABLE_ENV_VAR = "RULEKIT_DISABLE_PLUGINS"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
-def _check_task(obj: Any) -> str | None:
-    from rulekit.tasks.base import Task
-
-    if not isinstance(obj, Task):
-        return f"{type(obj).__name__} is not a rulekit.tasks.Task"
-    return None
-
-
-def _check_guidance(obj: Any) -> str | None:
-    from rulekit.guidance.base import Guidance
-
-    if not isinstance(obj, Guidance):
-        return f"{type(obj).__name__} is not a rulekit.guidance.Guidance"
-    return None
-
-
-def _check_model(obj: Any) -> str | None:
-    from rulekit.models.base import ModelFamily
-
-    if not isinstance(obj, ModelFamily):
-        return f"{type(obj).__name__} is not a rulekit.models.ModelFamily"
-    return None
-
-
 @dataclass(frozen=True)
 class Kind:
-    """One kind of plugin object: the hook that returns it and how to check an object of it."""
+    """One kind of plugin object: the hook that returns it and the base class its objects share.
+
+    ``base`` is ``"module:Class"``, imported only when an object is checked, so listing plugins
+    never imports torch or diffusers for kinds that do not need them.
+    """
 
     name: str
     plural: str
     hook: str
-    check: Callable[[Any], str | None] | None = None
+    base: str
+
+    def check(self, obj: Any) -> str | None:
+        """Why ``obj`` cannot be an object of this kind, or None if it can."""
+        module_name, class_name = self.base.split(":")
+        if not isinstance(obj, getattr(importlib.import_module(module_name), class_name)):
+            return f"{type(obj).__name__} is not a {module_name}.{class_name}"
+        return None
 
 
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
-        Kind("task", "tasks", "rulekit_tasks", _check_task),
-        Kind("model", "models", "rulekit_models", _check_model),
-        Kind("guidance", "guidance strategies", "rulekit_guidance", _check_guidance),
-        Kind("metric", "metrics", "rulekit_metrics"),
+        Kind("task", "tasks", "rulekit_tasks", "rulekit.tasks:Task"),
+        Kind("model", "models", "rulekit_models", "rulekit.models:ModelFamily"),
+        Kind("guidance", "guidance strategies", "rulekit_guidance", "rulekit.guidance:Guidance"),
+        Kind("metric", "metrics", "rulekit_metrics", "rulekit.metrics:Metric"),
+        Kind("probe-input", "probe inputs", "rulekit_probe_inputs", "rulekit.probes:ProbeInput"),
     )
 }
 FAILED_PLUGIN_KIND = "plugin"
@@ -194,7 +186,7 @@ class Registry:
             self._fail(plugin_name, source, f"{kind.hook} returned {type(objects).__name__}, not a list", kind.name)
             return
         for obj in objects:
-            problem = _check_common(obj) or (kind.check(obj) if kind.check else None)
+            problem = _check_common(obj) or kind.check(obj)
             if problem:
                 self._fail(plugin_name, source, f"{kind.hook}: {problem}", kind.name)
                 continue

@@ -61,9 +61,10 @@ class EMA:
         import torch
 
         decay = min(self.decay, (1 + step) / (10 + step))
+        names, parameters = zip(*network.named_parameters())
         with torch.no_grad():
-            for name, parameter in network.named_parameters():
-                self.shadow[name].lerp_(parameter.detach(), 1.0 - decay)
+            # One fused call over all tensors rather than a Python loop: this runs every step.
+            torch._foreach_lerp_([self.shadow[name] for name in names], [p.detach() for p in parameters], 1.0 - decay)
 
     def copy_to(self, network) -> None:
         import torch

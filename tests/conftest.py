@@ -81,6 +81,12 @@ SMOKE_PARAMS = {
         "flow-unet": {"solver": "heun", "steps": 5},
     },
     "sample": {"seed": 0, "n_samples": 8, "batch_size": 8, "grid_images": 8},
+    "guidance": ["none"],
+    "evaluate": {"seed": 0, "n_resamples": 50, "confidence": 0.95},
+    "probe": {
+        "seed": 0, "inputs": ["pixels", "noised-pixels", "unet-mid"], "estimators": ["logistic"],
+        "deltas": [0.0, 0.05], "levels": [0.0, 0.5], "n_per_class": 40, "test_fraction": 0.3,
+    },
 }
 
 

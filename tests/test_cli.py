@@ -30,7 +30,8 @@ def test_without_the_example_plugin_there_are_four_tasks(run_cli, monkeypatch):
     monkeypatch.setenv("RULEKIT_DISABLE_PLUGINS", "tally")
     rows = json.loads(run_cli("list-plugins", "--json").out)
     assert sorted(row["name"] for row in rows if row["kind"] == "task") == sorted(BUILTIN_TASKS)
-    assert {row["name"] for row in rows if row["kind"] != "task"} == {"ddpm-unet", "flow-unet", "none"}
+    assert {row["name"] for row in rows if row["kind"] == "model"} == {"ddpm-unet", "flow-unet"}
+    assert all(row["status"] == "ok" for row in rows)
 
 
 def one_line_error(result, *fragments):
@@ -68,7 +69,7 @@ BAD_PARAMS = [
     ({"network": {"block_out_channels": [12, 16], "layers_per_block": 1, "norm_num_groups": 8, "attention": False}},
      ["network.block_out_channels[0]: 12 is not a multiple of network.norm_num_groups (8)"]),
     ({"sample": {**SMOKE_PARAMS["sample"], "n_samples": 0}}, ["sample.n_samples", "greater than or equal to 1"]),
-    ({"extra_section": {}}, ["extra_section: unknown key", "accepted keys here: tasks, models, generate, network, train, model_settings, sampler_settings, sample"]),
+    ({"extra_section": {}}, ["extra_section: unknown key", "accepted keys here: tasks, models, guidance, generate, network, train, model_settings, sampler_settings, sample, evaluate, probe"]),
 ]
 
 

@@ -111,3 +111,13 @@ def test_committed_params_are_valid_and_list_the_four_tasks():
 
     params = load_params(REPO / "params.yaml")
     assert params.tasks == ["bars", "shadow", "mirror", "perspective"]
+
+
+def test_the_paper_profile_is_valid_and_larger_than_the_quick_one():
+    from rulekit.params import load_params
+
+    quick, paper = load_params(REPO / "params.yaml"), load_params(REPO / "profiles" / "paper.yaml")
+    assert paper.tasks == quick.tasks
+    assert paper.generate.size in (32, 64) and paper.generate.size > quick.generate.size
+    assert paper.train.steps >= 10_000 and paper.sample.n_samples >= 1000
+    assert sum(paper.network.block_out_channels) > sum(quick.network.block_out_channels)

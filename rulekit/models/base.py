@@ -61,6 +61,14 @@ class DiffusionProcess(ABC):
     ) -> "torch.Tensor":
         """Advance noisy images ``x`` from ``sampling_times()[index]`` to the next time."""
 
+    @abstractmethod
+    def noised(self, clean: "torch.Tensor", level: float, generator: "torch.Generator") -> tuple["torch.Tensor", Any]:
+        """Clean images noised to ``level`` of the way from data (0) to pure noise (1).
+
+        Returns the noisy images and the ``time`` that ``predict`` takes for them, so that
+        probes and classifiers see exactly what the network sees during sampling.
+        """
+
     def initial_noise(self, shape: tuple[int, ...], generator: "torch.Generator") -> "torch.Tensor":
         """Where sampling starts: standard normal noise."""
         import torch

@@ -75,6 +75,14 @@ class DDPMProcess(DiffusionProcess):
             target = self.noise_schedule.get_velocity(clean, noise, timesteps)
         return F.mse_loss(network(noisy, timesteps).sample.float(), target.float())
 
+    def noised(self, clean, level, generator):
+        import torch
+
+        time = int(round(level * (self.noise_schedule.config.num_train_timesteps - 1)))
+        noise = torch.randn(clean.shape, generator=generator).to(clean.device, clean.dtype)
+        timesteps = torch.full((clean.shape[0],), time, dtype=torch.long, device=clean.device)
+        return self.noise_schedule.add_noise(clean, noise, timesteps), time
+
     def sampling_times(self):
         return self.times
 

@@ -55,6 +55,12 @@ class FlowProcess(DiffusionProcess):
         velocity = network(noisy, times * TIME_SCALE).sample
         return F.mse_loss(velocity.float(), (noise - clean).float())
 
+    def noised(self, clean, level, generator):
+        import torch
+
+        noise = torch.randn(clean.shape, generator=generator).to(clean.device, clean.dtype)
+        return (1 - level) * clean + level * noise, float(level)
+
     def sampling_times(self):
         return [1.0 - index / self.steps for index in range(self.steps)]
 

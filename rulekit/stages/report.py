@@ -1,0 +1,132 @@
+"""The ``report`` stage: one Markdown page, and one table on the terminal, that answer the question.
+
+For every task, model and guidance strategy in ``params.yaml``: did the samples keep the coarse
+rule, how wide is their band around the fine rule next to the data's own noise floor, and how
+visible is a fine violation to a probe? Figures are copied next to the report so the committed
+page is complete on its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rulekit.figures import save_loss_figure
+from rulekit.params import Params
+from rulekit.storage import load_json, write_bytes_atomic
+
+HEADLINE = (
+    ("validity", "validity"),
+    ("coarse_accuracy", "coarse acc."),
+    ("fine_conformity_1pct", "within 1 %"),
+    ("mean_abs_residual", "mean |res.|"),
+    ("residual_std", "res. std"),
+    ("band_ratio", "× noise floor"),
+    ("wasserstein_mean", "coverage W1"),
+    ("memorised_fraction", "memorised"),
+)
+
+
+def _format(estimate: dict | None, digits: int = 3) -> str:
+    if not estimate:
+        return "–"
+    value, low, high = estimate["value"], estimate["low"], estimate["high"]
+    if value != value:  # NaN: nothing to judge
+        return "n/a"
+    return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def _verdict(metrics: dict) -> str:
+    """One sentence from the numbers: coarse rule kept or not, fine band against the noise floor."""
+    coarse = metrics.get("coarse_accuracy", {}).get("value", float("nan"))
+    ratio = metrics.get("band_ratio", {}).get("value", float("nan"))
+    coarse_text = f"keeps the coarse rule in {coarse:.1%} of valid samples"
+    if ratio != ratio:
+        return f"{coarse_text}; its fine rule could not be judged (no valid samples)"
+    # A band within twice the measurer's own spread on data is as close to the rule as data is.
+    if ratio <= 2:
+        return f"{coarse_text}; its residual band is {ratio:.1f}× the data's noise floor: it follows the fine rule"
+    return f"{coarse_text}; its residual band is {ratio:.0f}× the data's noise floor: it misses the fine rule"
+
+
+def _probe_lines(table_path: Path) -> list[str]:
+    if not table_path.exists():
+        return []
+    rows = list(csv.DictReader(io.StringIO(table_path.read_text())))
+    deltas = sorted({float(row["delta"]) for row in rows})
+    best: dict[str, dict[float, float]] = {}
+    for row in rows:
+        level = row.get("level") or ""
+        name = f"{row['input']}" + (f" @ level {float(level):g}" if level else "") + f" ({row['estimator']})"
+        best.setdefault(name, {})[float(row["delta"])] = float(row["auc"])
+    lines = ["| probe input | " + " | ".join(f"δ={delta:g}" for delta in deltas) + " |", "|---" * (len(deltas) + 1) + "|"]
+    for name, by_delta in sorted(best.items()):
+        lines.append(f"| {name} | " + " | ".join(f"{by_delta.get(delta, float('nan')):.2f}" for delta in deltas) + " |")
+    return lines
+
+
+def report(params: Params, root: Path = Path("."), out: Path | None = None, console: Console | None = None) -> Path:
+    """Write ``reports/report.md`` with its figures, print the headline table, return the page's path."""
+    out = out or root / "reports" / "report.md"
+    figures = out.parent / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    table = Table(title="rulekit: did the models learn the rules?", show_lines=False)
+    for column in ("task", "model", "guidance", *(label for _, label in HEADLINE)):
+        table.add_column(column, overflow="fold")
+    page = [
+        "# rulekit report",
+        "",
+        "Each number is a point estimate with its bootstrap "
+        f"{params.evaluate.confidence:.0%} interval. Residuals are in fractions of the image side; "
+        "*× noise floor* is the samples' residual spread over the training data's own (measured) spread.",
+        "",
+    ]
+    for task in params.tasks:
+        page += [f"## {task}", ""]
+        meta = load_json(root / "data" / task / "meta.json")
+        page += [f"{meta['description']} Noise floor of the measurer on the stored data: residual std "
+                 f"{meta['noise_floor']['residual_std']:.2g}.", ""]
+        page += ["| model | guidance | " + " | ".join(label for _, label in HEADLINE) + " |", "|---" * (len(HEADLINE) + 2) + "|"]
+        verdicts, pictures = [], []
+        for model in params.models:
+            for guidance in params.guidance:
+                result = load_json(root / "metrics" / task / model / f"{guidance}.json")["metrics"]
+                cells = [_format(result.get(name)) for name, _ in HEADLINE]
+                page.append(f"| {model} | {guidance} | " + " | ".join(cells) + " |")
+                table.add_row(task, model, guidance, *cells)
+                verdicts.append(f"- **{model}, {guidance}**: the model {_verdict(result)}.")
+                run = f"{task}-{model}-{guidance}"
+                for source, name in (
+                    (root / "plots" / "figures" / f"{run}.png", f"{run}-rule.png"),
+                    (root / "samples" / task / model / guidance / "grid.png", f"{run}-samples.png"),
+                ):
+                    if source.exists():
+                        shutil.copyfile(source, figures / name)
+                        pictures.append(f"![{name}](figures/{name})")
+        grid = root / "data" / task / "grid.png"
+        if grid.exists():
+            shutil.copyfile(grid, figures / f"{task}-data.png")
+            pictures.insert(0, f"![{task} training data](figures/{task}-data.png)")
+        page += ["", *verdicts, "", *pictures, ""]
+        for model in params.models:
+            probe_lines = _probe_lines(root / "plots" / "probes" / f"{task}-{model}.csv")
+            if probe_lines:
+                page += [f"### How visible is a fine violation? (probes, {model})", "",
+                         "Held-out ROC AUC of telling rule-abiding images from images that break the fine rule by δ "
+                         "(0.5 = chance).", "", *probe_lines, ""]
+                figure = root / "plots" / "figures" / f"probe-{task}-{model}.png"
+                if figure.exists():
+                    shutil.copyfile(figure, figures / figure.name)
+                    page += [f"![probe {task} {model}](figures/{figure.name})", ""]
+    curves = sorted((root / "plots" / "loss").glob("*.csv"))
+    if curves:
+        save_loss_figure(figures / "loss.png", curves)
+        page += ["## Training loss", "", "![loss curves](figures/loss.png)", ""]
+    write_bytes_atomic(out, "\n".join(page).encode())
+    (console or Console()).print(table)
+    return out
