@@ -24,7 +24,7 @@ HEADLINE = (
     ("validity", "validity"),
     ("coarse_accuracy", "coarse acc."),
     ("fine_conformity_1pct", "within 1 %"),
-    ("mean_abs_residual", "mean |res.|"),
+    ("mean_abs_residual", "mean abs. res."),
     ("residual_std", "res. std"),
     ("band_ratio", "× noise floor"),
     ("wasserstein_mean", "coverage W1"),
