@@ -6,9 +6,7 @@ The plain reference loop is what anyone would write in a few lines: the same dif
 batch size and AdamW, DDPM noise and an MSE loss, no EMA, checkpoints or bookkeeping. The two
 alternate, ``--rounds`` times each, on the quick profile's settings, so that a shared machine's
 noise hits both alike; the best round of each is compared. Sampling throughput is DDIM with the
-quick profile's steps (and the flow family's solver). A third training variant, bf16 autocast
-(``train.mixed_precision: bf16``), shows the speed available on CPUs with bf16 support; the
-quick profile keeps fp32 because the fine rule lives in the last bits of the output.
+quick profile's steps (and the flow family's solver).
 """
 
 from __future__ import annotations
@@ -57,9 +55,9 @@ def plain_loop(images: np.ndarray, params, steps: int) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
-def rulekit_loop(root: Path, task: str, model: str, raw_params: dict, steps: int, run_name: str, precision: str = "no") -> float:
+def rulekit_loop(root: Path, task: str, model: str, raw_params: dict, steps: int, run_name: str) -> float:
     """Images per second of ``train_model`` over its training loop, from a fresh run in ``root/run_name``."""
-    train = {**raw_params["train"], "steps": steps, "warmup_steps": min(10, steps), "mixed_precision": precision}
+    train = {**raw_params["train"], "steps": steps, "warmup_steps": min(10, steps)}
     params = parse_params({**raw_params, "train": train})
     run = root / run_name
     paths = TrainingPaths(root / "data" / task, run / "model", run / "checkpoints", run / "loss.csv")
@@ -85,16 +83,13 @@ def main() -> None:
         root = Path(folder)
         generate(args.task, params, root / "data" / args.task)
         images = read_dataset(root / "data" / args.task).images
-        plain, framework, bfloat16 = [], [], []
+        plain, framework = [], []
         for round_index in range(args.rounds):
             plain.append(plain_loop(images, params, args.steps))
             framework.append(rulekit_loop(root, args.task, "ddpm-unet", raw_params, args.steps, f"fp32-{round_index}"))
-            bfloat16.append(rulekit_loop(root, args.task, "ddpm-unet", raw_params, args.steps, f"bf16-{round_index}", "bf16"))
         results["train_plain_img_per_s"] = max(plain)
         results["train_rulekit_img_per_s"] = max(framework)
         results["train_ratio"] = max(framework) / max(plain)
-        results["train_rulekit_bf16_img_per_s"] = max(bfloat16)
-        results["train_bf16_ratio"] = max(bfloat16) / max(plain)
         registry = get_registry()
         for model in ("ddpm-unet", "flow-unet"):
             # Sampling speed does not depend on how well the network was trained: a short run serves.
@@ -112,8 +107,6 @@ def main() -> None:
     table.add_row("train: plain loop (img/s)", f"{results['train_plain_img_per_s']:,.0f}")
     table.add_row("train: rulekit train (img/s)", f"{results['train_rulekit_img_per_s']:,.0f}")
     table.add_row("train: rulekit / plain", f"{results['train_ratio']:.2f}×")
-    table.add_row("train: rulekit, bf16 autocast (img/s)", f"{results['train_rulekit_bf16_img_per_s']:,.0f}")
-    table.add_row("train: rulekit bf16 / plain fp32", f"{results['train_bf16_ratio']:.2f}×")
     for model in ("ddpm-unet", "flow-unet"):
         table.add_row(f"sample: {model}, {results[f'sample_{model}_steps']} steps (img/s)", f"{results[f'sample_{model}_img_per_s']:,.1f}")
     Console().print(table)
