@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rulekit.errors import RulekitError
@@ -54,11 +55,12 @@ def list_plugins(
     for column in ("kind", "name", "plugin", "distribution", "version", "description"):
         table.add_column(column, overflow="fold")
     for entry in rows:
+        # Plugin text is data, not markup: a '[' in a third party's error must print as it is.
         if entry.status == "ok":
-            text = entry.description
+            text = escape(entry.description)
         else:
-            text = f"[red]{entry.status.upper()}[/red]: {entry.error}"
-        table.add_row(entry.kind, entry.name, entry.plugin, entry.distribution, entry.version, text)
+            text = f"[red]{entry.status.upper()}[/red]: {escape(entry.error)}"
+        table.add_row(*(escape(value) for value in (entry.kind, entry.name, entry.plugin, entry.distribution, entry.version)), text)
     Console().print(table)
 
 

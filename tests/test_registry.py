@@ -134,3 +134,18 @@ def test_entry_point_plugin_that_raises_keeps_builtins_working(tmp_path):
                                   cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
     assert generate.returncode == 0, generate.stderr
     assert (tmp_path / "bars" / "data.safetensors").exists()
+
+
+def test_listing_prints_a_plugins_error_text_verbatim(monkeypatch, capsys):
+    def bracketed():
+        raise RuntimeError("bad [bold]value[/bold] in [rulekit]")
+
+    registry = Registry(use_entry_points=False, extra_plugins={"weird": plugin(rulekit_tasks=bracketed)})
+    monkeypatch.setattr("rulekit.registry.get_registry", lambda: registry)
+    monkeypatch.setenv("COLUMNS", "250")
+    from rulekit import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["list-plugins", "--kind", "task"])
+    assert done.value.code == 0
+    assert "FAILED: rulekit_tasks raised RuntimeError: bad [bold]value[/bold] in [rulekit]" in capsys.readouterr().out
