@@ -91,29 +91,35 @@ def save_rule_figure(
 
 
 def save_probe_figure(path: str | os.PathLike, title: str, rows: list[dict]) -> None:
-    """Held-out AUC against δ, one line per probe input, estimator and noise level."""
+    """Held-out AUC against δ: a colour per probe input and noise level, a line style per estimator."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, axis = plt.subplots(figsize=(9, 4.2))
     lines: dict[tuple, list[tuple[float, float]]] = {}
     for row in rows:
         level = row.get("level")
-        key = (row["input"], row["estimator"], None if level in (None, "") else float(level))
+        key = (row["input"], None if level in (None, "") else float(level), row["estimator"])
         lines.setdefault(key, []).append((float(row["delta"]), float(row["auc"])))
-    for (input_name, estimator, level), points in sorted(lines.items(), key=lambda item: str(item[0])):
+    views = sorted({(name, level) for name, level, _ in lines}, key=lambda view: (view[0], view[1] or 0.0))
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(views), 2)))
+    styles = {estimator: style for estimator, style in zip(sorted({key[2] for key in lines}), ("-", "--", ":", "-."))}
+    for (name, level, estimator), points in sorted(lines.items(), key=lambda item: (item[0][0], item[0][1] or 0.0, item[0][2])):
         points.sort()
-        label = f"{input_name}, {estimator}" + ("" if level is None else f", level {level:g}")
-        axis.plot([d for d, _ in points], [a for _, a in points], marker="o", markersize=3, linewidth=1, label=label)
+        label = f"{name}" + ("" if level is None else f" @ level {level:g}") + f", {estimator}"
+        axis.plot(
+            [d for d, _ in points], [a for _, a in points], styles[estimator], color=colours[views.index((name, level))],
+            marker="o", markersize=3, linewidth=1.2, label=label,
+        )
     axis.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
     axis.set_xscale("symlog", linthresh=0.005)
     axis.set_xlabel("violation δ (fraction of image side)")
     axis.set_ylabel("held-out ROC AUC")
     axis.set_ylim(0.4, 1.02)
     axis.set_title(title, fontsize=10)
-    axis.legend(fontsize=6, ncol=2, loc="lower right")
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     write_bytes_atomic(path, _figure_bytes(figure))
 
 
