@@ -108,12 +108,17 @@ class Params(Section):
     _family_settings: dict[tuple[str, str], Section] = PrivateAttr(default_factory=dict)
 
     def train_settings_for(self, model: str) -> Section:
-        """The validated ``model_settings`` of one model family."""
-        return self._family_settings[("model_settings", model)]
+        """The validated ``model_settings`` of one model family; stops if the file has none."""
+        return self._settings("model_settings", model)
 
     def sampler_settings_for(self, model: str) -> Section:
-        """The validated ``sampler_settings`` of one model family."""
-        return self._family_settings[("sampler_settings", model)]
+        """The validated ``sampler_settings`` of one model family; stops if the file has none."""
+        return self._settings("sampler_settings", model)
+
+    def _settings(self, section: str, model: str) -> Section:
+        if (section, model) not in self._family_settings:
+            raise ParamsError(f"{section}.{model}: missing (needed to use model {model!r})")
+        return self._family_settings[(section, model)]
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str = "") -> str:

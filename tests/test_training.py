@@ -184,3 +184,15 @@ def test_two_processes_train_a_model_that_samples_valid_images(tmp_path):
     assert sampled.returncode == 0, sampled.stderr
     meta = json.loads((tmp_path / "samples" / "bars" / "ddpm-unet" / "none" / "meta.json").read_text())
     assert meta["summary"]["validity"] >= 0.8, meta["summary"]
+
+
+def test_a_family_without_settings_stops_before_any_work(tmp_path, run_cli, monkeypatch):
+    settings = smoke_params()
+    write_params(tmp_path / "params.yaml", model_settings={"ddpm-unet": settings["model_settings"]["ddpm-unet"]},
+                 sampler_settings={"ddpm-unet": settings["sampler_settings"]["ddpm-unet"]})
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("generate", "bars").code == 0
+    result = run_cli("train", "bars", "--model", "flow-unet")
+    assert result.code == 2
+    assert result.err.strip().splitlines() == ["error: model_settings.flow-unet: missing (needed to use model 'flow-unet')"]
+    assert not (tmp_path / "models").exists() and not (tmp_path / "checkpoints").exists()

@@ -24,10 +24,6 @@ def load_trained(model_dir: Path, params: Params):
         train_settings = family.train_settings.model_validate(info["model_settings"])
     except (KeyError, ValueError) as error:
         raise DataFileError(f"{model_dir / MODEL_INFO_FILE} does not describe a trained model ({error})") from None
-    if info["model"] not in params.sampler_settings:
-        from rulekit.errors import ParamsError
-
-        raise ParamsError(f"sampler_settings.{info['model']}: missing (needed to sample from {model_dir})")
     process = family.process(train_settings, params.sampler_settings_for(info["model"]))
     network = family.load_network(model_dir)
     return info, process, network
