@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rulekit.dataset import read_dataset
-from rulekit.guidance.none import NoGuidance
+from rulekit.guidance.base import GuidedRun
 from rulekit.models.unet import build_unet
 from rulekit.params import load_params, parse_params
 from rulekit.registry import get_registry
@@ -97,7 +97,7 @@ def main() -> None:
             family = registry.get("model", model)
             process = family.process(params.train_settings_for(model), params.sampler_settings_for(model))
             network = family.load_network(root / f"sampler-{model}" / "model")
-            _, seconds = sample_images(process, network, NoGuidance(), args.samples, images.shape[-1], params.sample.batch_size, 0)
+            _, seconds = sample_images(process, network, GuidedRun(), args.samples, images.shape[-1], params.sample.batch_size, 0)
             results[f"sample_{model}_img_per_s"] = args.samples / seconds
             results[f"sample_{model}_steps"] = len(process.sampling_times())
 

@@ -132,6 +132,26 @@ def sample(
         )
 
 
+@app.command("train-classifier")
+def train_classifier(
+    task: str = typer.Argument(..., help="The task whose rule classifier to train."),
+    model: Optional[str] = MODEL_OPTION,
+    params: Path = PARAMS_OPTION,
+) -> None:
+    """Train the noise-conditioned rule classifier: data against the model's own rule-breaking samples."""
+    from rulekit.params import load_params
+    from rulekit.stages.train_classifier import train_classifier as run_train_classifier
+
+    _check_names(task, model)
+    settings = load_params(params)
+    for name in _chosen(model, settings.models):
+        summary = run_train_classifier(task, name, settings)
+        _report(
+            f"trained the rule classifier of {name} on {task} in {summary['seconds']:.1f} s: "
+            f"{summary['n_positives']} positives, {summary['n_own_negatives']} of the model's own samples as negatives"
+        )
+
+
 GUIDANCE_OPTION = typer.Option(None, "--guidance", "-g", help="The guidance strategy (default: every one in params.yaml's guidance).")
 
 
@@ -142,7 +162,8 @@ def evaluate(
     guidance: Optional[str] = GUIDANCE_OPTION,
     params: Path = PARAMS_OPTION,
 ) -> None:
-    """Compute every metric, with bootstrap intervals, on samples; write metrics/ and plots/."""
+    """Sample with each guidance strategy, compute every metric with bootstrap intervals; write
+    evaluation/, metrics/ and plots/."""
     from rulekit.params import load_params
     from rulekit.stages.evaluate import evaluate as run_evaluate
 
@@ -150,9 +171,11 @@ def evaluate(
     settings = load_params(params)
     for model_name in _chosen(model, settings.models):
         for guidance_name in _chosen(guidance, settings.guidance):
-            result = run_evaluate(task, model_name, guidance_name, settings)["metrics"]
+            evaluation = run_evaluate(task, model_name, guidance_name, settings)
+            result = evaluation["metrics"]
             _report(
-                f"evaluated {model_name} on {task} with {guidance_name}: "
+                f"evaluated {model_name} on {task} with {guidance_name} "
+                f"({evaluation['n_samples']} samples in {evaluation['sampling_seconds']:.1f} s): "
                 f"coarse accuracy {result['coarse_accuracy']['value']:.3f}, "
                 f"residual band {result['band_ratio']['value']:.1f}× the data's noise floor"
             )

@@ -113,6 +113,11 @@ def save_probe_figure(path: str | os.PathLike, title: str, rows: list[dict]) -> 
             [d for d, _ in points], [a for _, a in points], styles[estimator], color=colours[views.index((name, level))],
             marker="o", markersize=3, linewidth=1.2, label=label,
         )
+    _finish_auc_figure(figure, axis, title, path)
+
+
+def _finish_auc_figure(figure, axis, title: str, path: str | os.PathLike) -> None:
+    """Label an AUC-against-δ axis (chance line, symlog δ, legend beside it) and write the figure."""
     axis.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
     axis.set_xscale("symlog", linthresh=0.005)
     axis.set_xlabel("violation δ (fraction of image side)")
@@ -142,3 +147,30 @@ def save_loss_figure(path: str | os.PathLike, curves: list) -> None:
     axis.set_ylabel("loss")
     axis.legend(fontsize=7)
     write_bytes_atomic(path, _figure_bytes(figure))
+
+
+def save_classifier_figure(path: str | os.PathLike, title: str, rows: list[dict]) -> None:
+    """The rule classifier's held-out AUC against δ, a line per noise level; the AUC on the
+    model's own rejected samples (which have no single δ) is a dashed line in its level's colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.2))
+    levels = sorted({float(row["level"]) for row in rows})
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, max(len(levels), 2)))
+    for level, colour in zip(levels, colours):
+        at_level = [row for row in rows if float(row["level"]) == level]
+        points = sorted((float(row["delta"]), float(row["auc"])) for row in at_level if row["source"] == "synthetic")
+        if points:
+            axis.plot(
+                [d for d, _ in points], [a for _, a in points], "-", color=colour, marker="o", markersize=3,
+                label=f"synthetic δ @ level {level:g}",
+            )
+        for row in at_level:
+            if row["source"] == "own-samples":
+                axis.axhline(
+                    float(row["auc"]), color=colour, linestyle="--", linewidth=1, label=f"own rejected samples @ level {level:g}"
+                )
+    _finish_auc_figure(figure, axis, title, path)

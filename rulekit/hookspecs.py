@@ -30,7 +30,9 @@ def rulekit_tasks() -> list:
     Each item is an instance of :class:`rulekit.tasks.Task`: a family of synthetic images with
     named continuous features, a renderer, a fine rule (``residual``), a coarse rule
     (``coarse_ok``), a measurer that reads features back from pixels, and ways to produce samples
-    that break the fine rule by a chosen amount or break the coarse rule. Its ``name`` is what
+    that break the fine rule by a chosen amount or break the coarse rule. A task may also offer a
+    differentiable measurer (``soft_read``), which lets ``rule-gradient`` guidance steer toward
+    its rule. Its ``name`` is what
     users type (``rulekit generate NAME``) and what ``params.yaml`` lists under ``tasks``.
     """
 

@@ -55,7 +55,9 @@ class TrainParams(Section):
     grad_clip: float = Field(gt=0)
     ema_decay: float = Field(ge=0, lt=1)
     gradient_accumulation_steps: int = Field(ge=1, le=1024)
-    mixed_precision: Literal["no", "fp16", "bf16"]
+    # "fp32", not Accelerate's "no": YAML 1.1 readers take an unquoted no for false, and
+    # ``dvc exp run -S`` rewrites params.yaml without the quotes.
+    mixed_precision: Literal["fp32", "fp16", "bf16"]
     checkpoint_every: int = Field(ge=1)
     keep_checkpoints: int = Field(ge=1, le=1000)
     log_every: int = Field(ge=1)
@@ -70,9 +72,32 @@ class SampleParams(Section):
     grid_images: int = Field(ge=1, le=256)
 
 
-class EvaluateParams(Section):
-    """Settings of the ``evaluate`` stage."""
+class ClassifierParams(Section):
+    """Settings of the ``train_classifier`` stage: the noise-conditioned rule classifier."""
 
+    seed: int = Field(ge=0)
+    reject_threshold: float = Field(gt=0, le=1, description="measured |residual| above which an own sample is a negative")
+    synthetic_fraction: float = Field(ge=0, le=1, description="share of negatives that are synthetic violations")
+    synthetic_deltas: list[float] = Field(min_length=2, max_length=2, description="[smallest, largest] synthetic δ")
+    channels: list[int] = Field(min_length=1, max_length=5, description="convolution channels per resolution level")
+    hidden: int = Field(ge=1, le=4096, description="width of the penultimate layer (the probe's features)")
+    steps: int = Field(ge=1, le=10_000_000)
+    batch_size: int = Field(ge=2, le=65_536)
+    learning_rate: float = Field(gt=0, le=1)
+    max_level: float = Field(gt=0, le=1, description="noise levels trained on: uniform in [0, max_level]")
+    holdout_fraction: float = Field(gt=0, lt=1, description="share of data and rejected samples held out")
+    eval_deltas: list[float] = Field(min_length=1, description="synthetic δ of the held-out AUC table")
+    eval_levels: list[float] = Field(min_length=1, description="noise levels of the held-out AUC table")
+    n_eval_per_class: int = Field(ge=10, le=1_000_000)
+
+
+class EvaluateParams(Section):
+    """Settings of the ``evaluate`` stage: guided sampling with each strategy, then every metric."""
+
+    sampling_seed: int = Field(ge=0, description="seed of the evaluation samples, the same for every strategy")
+    n_samples: int = Field(ge=1, le=10_000_000, description="samples kept per strategy")
+    batch_size: int = Field(ge=1, le=65_536)
+    grid_images: int = Field(ge=1, le=256)
     seed: int = Field(ge=0)
     n_resamples: int = Field(ge=10, le=100_000, description="bootstrap resamples per interval")
     confidence: float = Field(gt=0, lt=1)
@@ -96,12 +121,14 @@ class Params(Section):
     tasks: list[str] = Field(min_length=1, description="the tasks every stage runs over")
     models: list[str] = Field(min_length=1, description="the model families every task trains")
     guidance: list[str] = Field(min_length=1, description="the guidance strategies every model is evaluated with")
+    guidance_settings: dict[str, dict[str, Any]] = Field(description="per strategy: its scale, oversampling, ...")
     generate: GenerateParams
     network: NetworkParams
     train: TrainParams
     model_settings: dict[str, dict[str, Any]] = Field(description="per family: how it trains")
     sampler_settings: dict[str, dict[str, Any]] = Field(description="per family: how it samples")
     sample: SampleParams
+    classifier: ClassifierParams
     evaluate: EvaluateParams
     probe: ProbeParams
 
@@ -115,10 +142,16 @@ class Params(Section):
         """The validated ``sampler_settings`` of one model family; stops if the file has none."""
         return self._settings("sampler_settings", model)
 
-    def _settings(self, section: str, model: str) -> Section:
-        if (section, model) not in self._family_settings:
-            raise ParamsError(f"{section}.{model}: missing (needed to use model {model!r})")
-        return self._family_settings[(section, model)]
+    def guidance_settings_for(self, guidance: str) -> Section:
+        """The validated ``guidance_settings`` of one strategy (its defaults if the file has none)."""
+        return self._settings("guidance_settings", guidance)
+
+    def _settings(self, section: str, name: str) -> Section:
+        if (section, name) not in self._family_settings:
+            if section == "guidance_settings":
+                return _guidance_settings(self, name, {}, DEFAULT_PARAMS_FILE)
+            raise ParamsError(f"{section}.{name}: missing (needed to use model {name!r})")
+        return self._family_settings[(section, name)]
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str = "") -> str:
@@ -149,6 +182,8 @@ def parse_params(raw: object, source: str = DEFAULT_PARAMS_FILE) -> Params:
         raise ParamsError(f"{source}: {_describe(error.errors()[0], Params)}") from None
     _check_names(params, source)
     _check_family_settings(params, source)
+    _check_guidance_settings(params, source)
+    _check_classifier(params, source)
     _check_shapes(params, source)
     return params
 
@@ -186,6 +221,59 @@ def _check_family_settings(params: Params, source: str) -> None:
             except ValidationError as error:
                 detail = _describe(error.errors()[0], settings_model, prefix=f"{section}.{name}.")
                 raise ParamsError(f"{source}: {detail}") from None
+
+
+def _guidance_settings(params: Params, name: str, raw: object, source: str) -> Section:
+    from rulekit.registry import get_registry
+
+    settings_model = get_registry().get("guidance", name).settings
+    try:
+        settings = settings_model.model_validate(raw)
+    except ValidationError as error:
+        detail = _describe(error.errors()[0], settings_model, prefix=f"guidance_settings.{name}.")
+        if error.errors()[0]["type"] == "missing" and raw == {}:
+            detail = f"guidance_settings.{name}: missing (strategy {name!r} has settings without defaults)"
+        raise ParamsError(f"{source}: {detail}") from None
+    params._family_settings[("guidance_settings", name)] = settings
+    return settings
+
+
+def _check_guidance_settings(params: Params, source: str) -> None:
+    _check_list(list(params.guidance_settings), "guidance", "guidance_settings", source)
+    for name, raw in params.guidance_settings.items():
+        _guidance_settings(params, name, raw if raw is not None else {}, source)
+    for name in params.guidance:
+        if name not in params.guidance_settings:
+            _guidance_settings(params, name, {}, source)
+
+
+def _check_classifier(params: Params, source: str) -> None:
+    from rulekit.registry import get_registry
+
+    settings = params.classifier
+    low, high = settings.synthetic_deltas
+    if not 0.0 < low <= high:
+        raise ParamsError(f"{source}: classifier.synthetic_deltas: need 0 < smallest <= largest, got {[low, high]}")
+    registry = get_registry()
+    for name in params.tasks:
+        largest = registry.task(name).max_violation
+        for key, deltas in (("synthetic_deltas", [high]), ("eval_deltas", settings.eval_deltas)):
+            for index, delta in enumerate(deltas):
+                if not 0.0 < delta <= largest:
+                    where = "" if key == "synthetic_deltas" else f"[{index}]"
+                    raise ParamsError(
+                        f"{source}: classifier.{key}{where}: {delta} is outside what task {name!r} can violate "
+                        f"(accepted: above 0, at most {largest})"
+                    )
+    for index, level in enumerate(settings.eval_levels):
+        if not 0.0 <= level <= 1.0:
+            raise ParamsError(f"{source}: classifier.eval_levels[{index}]: {level} is outside [0, 1] (0 = data, 1 = pure noise)")
+    factor = 2 ** (len(settings.channels) - 1)
+    if params.generate.size % factor:
+        raise ParamsError(
+            f"{source}: classifier.channels: {len(settings.channels)} levels halve the image {len(settings.channels) - 1} "
+            f"times, so generate.size must be a multiple of {factor}; got {params.generate.size}"
+        )
 
 
 def _check_shapes(params: Params, source: str) -> None:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from rulekit.errors import RulekitError
-from rulekit.guidance.base import Guidance
+from rulekit.guidance.base import GuidedRun
 from rulekit.models.base import DiffusionProcess
 from rulekit.progress import progress_bar
 
@@ -19,12 +19,13 @@ class SamplingDiverged(RulekitError):
 def sample_images(
     process: DiffusionProcess,
     network,
-    guidance: Guidance,
+    guidance: GuidedRun,
     n_images: int,
     size: int,
     batch_size: int,
     seed: int,
     label: str = "sample",
+    guidance_name: str = "none",
 ) -> tuple[np.ndarray, float]:
     """Draw ``n_images`` images (float32 (n, size, size) in [0, 1]) and the seconds it took.
 
@@ -40,18 +41,24 @@ def sample_images(
     device = next(network.parameters()).device
     network.eval()
     times = process.sampling_times()
-    gradient_mode = torch.enable_grad if guidance.needs_gradient else torch.no_grad
 
     def output_at(x, time_point):
-        with gradient_mode():
-            if guidance.needs_gradient:
-                x = x.detach().requires_grad_(True)
-            prediction = process.predict(network, x, time_point)
-            score = guidance.score(x, time_point, prediction)
-            output = prediction.output
-            if score is not None:
-                output = process.add_score(output, x, time_point, score)
-        return output.detach()
+        x = x.detach()
+        if guidance.through_network:
+            with torch.enable_grad():
+                x_tracked = x.requires_grad_(True)
+                prediction = process.predict(network, x_tracked, time_point)
+                score = guidance.score(x_tracked, time_point, prediction, process)
+            x = x.detach()
+        else:
+            with torch.no_grad():
+                prediction = process.predict(network, x, time_point)
+            score = guidance.score(x, time_point, prediction, process)
+        output = prediction.output.detach()
+        if score is None:
+            return output
+        with torch.no_grad():
+            return process.add_score(output, x, time_point, score.detach())
 
     batches = []
     started = time.perf_counter()
@@ -65,8 +72,8 @@ def sample_images(
                 x = process.step(x, index, output_at, generator).detach()
                 if not torch.isfinite(x).all():
                     raise SamplingDiverged(
-                        f"sampling with guidance {guidance.name!r} produced non-finite values at step "
-                        f"{index + 1} of {len(times)}; no samples were written"
+                        f"sampling with guidance {guidance_name!r} ({guidance.describe()}) produced non-finite "
+                        f"values at step {index + 1} of {len(times)}; no samples were written"
                     )
                 progress.advance(0)
             batches.append(((x.clamp(-1, 1) + 1) / 2).squeeze(1).float().cpu().numpy())

@@ -8,6 +8,8 @@ the new one, never half of one. Every read failure names the file.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import shutil
@@ -56,6 +58,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_json_atomic(path: str | os.PathLike, payload: object) -> None:
     """Write ``payload`` as indented JSON, atomically."""
     write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_csv_atomic(path: str | os.PathLike, columns: tuple[str, ...], rows: list[dict]) -> None:
+    """Write dict rows as CSV with ``columns`` in that order, atomically; None is written empty."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row[column] is None else row[column] for column in columns])
+    write_bytes_atomic(path, buffer.getvalue().encode())
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:

@@ -30,6 +30,8 @@ MODEL_INFO_FILE = "rulekit.json"
 #: Settings that change how often things are written, not what is trained.
 BOOKKEEPING_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every")
 LR_SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+#: ``train.mixed_precision`` -> Accelerate's name for it.
+ACCELERATE_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 
 
 class TrainingDiverged(RulekitError):
@@ -148,7 +150,7 @@ def train_model(
 
     # Without an accelerator, Accelerate joins torchrun or `accelerate launch` processes only
     # when told it runs on the CPU (then over gloo).
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not _has_accelerator())
+    accelerator = Accelerator(mixed_precision=ACCELERATE_PRECISION[settings.mixed_precision], cpu=not _has_accelerator())
     world, rank = accelerator.num_processes, accelerator.process_index
     accumulation = settings.gradient_accumulation_steps
     if settings.batch_size % (world * accumulation):

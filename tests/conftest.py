@@ -69,7 +69,7 @@ SMOKE_PARAMS = {
     "train": {
         "seed": 0, "steps": 12, "batch_size": 16, "learning_rate": 0.002, "lr_schedule": "cosine",
         "warmup_steps": 2, "weight_decay": 0.0, "grad_clip": 1.0, "ema_decay": 0.99,
-        "gradient_accumulation_steps": 1, "mixed_precision": "no", "checkpoint_every": 5,
+        "gradient_accumulation_steps": 1, "mixed_precision": "fp32", "checkpoint_every": 5,
         "keep_checkpoints": 2, "log_every": 2,
     },
     "model_settings": {
@@ -82,7 +82,17 @@ SMOKE_PARAMS = {
     },
     "sample": {"seed": 0, "n_samples": 8, "batch_size": 8, "grid_images": 8},
     "guidance": ["none"],
-    "evaluate": {"seed": 0, "n_resamples": 50, "confidence": 0.95},
+    "guidance_settings": {},
+    "classifier": {
+        "seed": 0, "reject_threshold": 0.01, "synthetic_fraction": 1.0, "synthetic_deltas": [0.01, 0.05],
+        "channels": [8, 16], "hidden": 16, "steps": 10, "batch_size": 16, "learning_rate": 0.002,
+        "max_level": 0.5, "holdout_fraction": 0.25, "eval_deltas": [0.05], "eval_levels": [0.0],
+        "n_eval_per_class": 16,
+    },
+    "evaluate": {
+        "sampling_seed": 1, "n_samples": 8, "batch_size": 8, "grid_images": 8,
+        "seed": 0, "n_resamples": 50, "confidence": 0.95,
+    },
     "probe": {
         "seed": 0, "inputs": ["pixels", "noised-pixels", "unet-mid"], "estimators": ["logistic"],
         "deltas": [0.0, 0.05], "levels": [0.0, 0.5], "n_per_class": 40, "test_fraction": 0.3,

@@ -69,7 +69,16 @@ BAD_PARAMS = [
     ({"network": {"block_out_channels": [12, 16], "layers_per_block": 1, "norm_num_groups": 8, "attention": False}},
      ["network.block_out_channels[0]: 12 is not a multiple of network.norm_num_groups (8)"]),
     ({"sample": {**SMOKE_PARAMS["sample"], "n_samples": 0}}, ["sample.n_samples", "greater than or equal to 1"]),
-    ({"extra_section": {}}, ["extra_section: unknown key", "accepted keys here: tasks, models, guidance, generate, network, train, model_settings, sampler_settings, sample, evaluate, probe"]),
+    ({"guidance": ["none", "prayer"]}, ["guidance[1]: unknown guidance 'prayer'", "known guidance strategies:"]),
+    ({"guidance": ["none", "classifier"]}, ["guidance_settings.classifier: missing", "without defaults"]),
+    ({"guidance_settings": {"classifier": {"scale": -1.0}}}, ["guidance_settings.classifier.scale", "greater than or equal to 0"]),
+    ({"guidance_settings": {"filter-rule": {"oversample": 0}}}, ["guidance_settings.filter-rule.oversample", "greater than or equal to 1"]),
+    ({"guidance_settings": {"rule-gradient": {"scale": 1.0, "through_network": True, "through": True}}}, ["guidance_settings.rule-gradient.through: unknown key", "scale, through_network"]),
+    ({"classifier": {**SMOKE_PARAMS["classifier"], "eval_deltas": [0.05, 0.5]}}, ["classifier.eval_deltas[1]: 0.5 is outside what task 'bars' can violate"]),
+    ({"classifier": {**SMOKE_PARAMS["classifier"], "synthetic_deltas": [0.05, 0.01]}}, ["classifier.synthetic_deltas: need 0 < smallest <= largest"]),
+    ({"classifier": {**SMOKE_PARAMS["classifier"], "channels": [8, 8, 8, 8, 8]}, "generate": {**SMOKE_PARAMS["generate"], "size": 24}},
+     ["classifier.channels: 5 levels halve the image 4 times", "multiple of 16; got 24"]),
+    ({"extra_section": {}}, ["extra_section: unknown key", "accepted keys here: tasks, models, guidance, guidance_settings, generate, network, train, model_settings, sampler_settings, sample, classifier, evaluate, probe"]),
 ]
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rulekit.guidance.none import NoGuidance
+from rulekit.guidance.base import GuidedRun
 from rulekit.models.ddpm import DDPMSamplerSettings, DDPMTrainSettings
 from rulekit.models.flow import FlowSamplerSettings, FlowTrainSettings
 from rulekit.params import parse_params
@@ -73,9 +73,9 @@ def test_sampling_is_seeded_and_bounded(model):
     family = get_registry().get("model", model)
     process = family.process(params.train_settings_for(model), params.sampler_settings_for(model))
     network = family.build_network(params.network, 16)
-    first, _ = sample_images(process, network, NoGuidance(), 6, 16, 4, seed=3)
-    second, _ = sample_images(process, network, NoGuidance(), 6, 16, 4, seed=3)
-    other, _ = sample_images(process, network, NoGuidance(), 6, 16, 4, seed=4)
+    first, _ = sample_images(process, network, GuidedRun(), 6, 16, 4, seed=3)
+    second, _ = sample_images(process, network, GuidedRun(), 6, 16, 4, seed=3)
+    other, _ = sample_images(process, network, GuidedRun(), 6, 16, 4, seed=4)
     assert first.shape == (6, 16, 16) and first.dtype == np.float32
     assert np.isfinite(first).all() and first.min() >= 0 and first.max() <= 1
     np.testing.assert_array_equal(first, second)
@@ -87,7 +87,7 @@ def test_non_finite_sampling_is_reported_with_its_step():
     family = get_registry().get("model", "flow-unet")
     process = family.process(params.train_settings_for("flow-unet"), params.sampler_settings_for("flow-unet"))
     with pytest.raises(SamplingDiverged, match="non-finite values at step 1 of 5"):
-        sample_images(process, ConstantNetwork(float("inf")), NoGuidance(), 2, 8, 2, seed=0)
+        sample_images(process, ConstantNetwork(float("inf")), GuidedRun(), 2, 8, 2, seed=0)
 
 
 @pytest.mark.parametrize("model", ["ddpm-unet", "flow-unet"])

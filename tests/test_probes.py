@@ -62,7 +62,7 @@ def auc_of(rows, **match) -> float:
 def test_builtin_inputs_register_through_the_hook():
     registry = Registry(builtins=("rulekit.probes.inputs",), use_entry_points=False)
     assert registry.failures == []
-    assert registry.names("probe-input") == ["noised-pixels", "pixels", "unet-mid"]
+    assert registry.names("probe-input") == ["noised-pixels", "pixels", "rule-classifier", "unet-mid"]
     assert all(isinstance(registry.get("probe-input", name), ProbeInput) for name in registry.names("probe-input"))
 
 
@@ -85,6 +85,28 @@ def test_noised_pixels_are_the_process_noising_with_a_seed_per_level(family_name
     np.testing.assert_array_equal(features, expected.numpy().reshape(6, -1))
     np.testing.assert_array_equal(features, NoisedPixels().features(batch, level, probe_context))
     assert not np.allclose(features, NoisedPixels().features(batch, 0.6, probe_context))
+
+
+def test_rule_classifier_features_are_its_penultimate_layer_on_the_same_noised_pixels(monkeypatch):
+    from rulekit.classifier.network import build_classifier
+    from rulekit.probes.inputs import RuleClassifierFeatures
+
+    probe_context = context(family_name="ddpm-unet")
+    torch.manual_seed(1)
+    probe_context.classifier = build_classifier(SIZE, [8, 16], 12)
+    probe_context.classifier.train()
+    batch = images(5)
+    monkeypatch.setattr(probe_inputs, "FORWARD_BATCH", 2)
+    features = RuleClassifierFeatures().features(batch, 0.3, probe_context)
+    assert features.dtype == np.float32 and features.shape == (5, 12)
+    assert probe_context.classifier.training  # left as it was found
+    noisy = torch.from_numpy(NoisedPixels().features(batch, 0.3, probe_context)).reshape(5, 1, SIZE, SIZE)
+    probe_context.classifier.eval()
+    with torch.no_grad():
+        expected = probe_context.classifier.features(noisy, torch.full((5,), 0.3)).numpy()
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ProbeError, match="needs the model's trained rule classifier"):
+        RuleClassifierFeatures().features(batch, 0.3, context(family_name="ddpm-unet"))
 
 
 def test_noised_pixels_need_a_process_and_a_level():

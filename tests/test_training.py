@@ -145,7 +145,7 @@ def test_train_and_sample_through_the_cli(tmp_path, run_cli, monkeypatch):
     "args, message",
     [
         (("train", "bars", "--model", "gan"), "unknown model 'gan'; known models: ddpm-unet, flow-unet"),
-        (("sample", "bars", "--guidance", "oracle"), "unknown guidance 'oracle'; known guidance strategies: none"),
+        (("sample", "bars", "--guidance", "oracle"), "unknown guidance 'oracle'; known guidance strategies: classifier, filter-classifier, filter-rule, none, rule-gradient"),
         (("sample", "bars"), "models/bars/ddpm-unet/rulekit.json does not exist; run the stage that writes it first"),
         (("train", "bars"), "data/bars/meta.json does not exist; run the stage that writes it first"),
     ],

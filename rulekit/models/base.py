@@ -62,12 +62,29 @@ class DiffusionProcess(ABC):
         """Advance noisy images ``x`` from ``sampling_times()[index]`` to the next time."""
 
     @abstractmethod
-    def noised(self, clean: "torch.Tensor", level: float, generator: "torch.Generator") -> tuple["torch.Tensor", Any]:
+    def clean_estimate(self, x: "torch.Tensor", time: Any, output: "torch.Tensor") -> "torch.Tensor":
+        """The clean image implied by network ``output`` at noisy images ``x`` and ``time``.
+
+        Differentiable in ``x`` with ``output`` held fixed, which is how gradient guidance steers
+        sampling without differentiating through the network.
+        """
+
+    @abstractmethod
+    def noised(
+        self, clean: "torch.Tensor", level: "float | torch.Tensor", generator: "torch.Generator"
+    ) -> tuple["torch.Tensor", Any]:
         """Clean images noised to ``level`` of the way from data (0) to pure noise (1).
 
-        Returns the noisy images and the ``time`` that ``predict`` takes for them, so that
-        probes and classifiers see exactly what the network sees during sampling.
+        ``level`` is one float for every image, or a tensor (n,) of one level per image. Returns
+        the noisy images and the ``time`` that ``predict`` takes for them (a tensor of per-image
+        times for per-image levels), so that probes and classifiers see exactly what the network
+        sees during sampling.
         """
+
+    @abstractmethod
+    def level(self, time: Any) -> float:
+        """The noise level in [0, 1] (0 data, 1 pure noise) of a sampling ``time``; the inverse
+        of the time ``noised`` returns."""
 
     def initial_noise(self, shape: tuple[int, ...], generator: "torch.Generator") -> "torch.Tensor":
         """Where sampling starts: standard normal noise."""

@@ -78,10 +78,17 @@ class DDPMProcess(DiffusionProcess):
     def noised(self, clean, level, generator):
         import torch
 
-        time = int(round(level * (self.noise_schedule.config.num_train_timesteps - 1)))
+        last = self.noise_schedule.config.num_train_timesteps - 1
         noise = torch.randn(clean.shape, generator=generator).to(clean.device, clean.dtype)
+        if isinstance(level, torch.Tensor):
+            timesteps = torch.round(level.double() * last).long().to(clean.device)
+            return self.noise_schedule.add_noise(clean, noise, timesteps), timesteps
+        time = int(round(level * last))
         timesteps = torch.full((clean.shape[0],), time, dtype=torch.long, device=clean.device)
         return self.noise_schedule.add_noise(clean, noise, timesteps), time
+
+    def level(self, time):
+        return float(time) / (self.noise_schedule.config.num_train_timesteps - 1)
 
     def sampling_times(self):
         return self.times
@@ -104,8 +111,10 @@ class DDPMProcess(DiffusionProcess):
 
         timesteps = torch.full((x.shape[0],), time, device=x.device, dtype=torch.long)
         output = network(x, timesteps).sample
-        _, clean = self._to_epsilon_and_clean(output, x, time)
-        return Prediction(output=output, clean_estimate=clean)
+        return Prediction(output=output, clean_estimate=self.clean_estimate(x, time, output))
+
+    def clean_estimate(self, x, time, output):
+        return self._to_epsilon_and_clean(output, x, time)[1]
 
     def add_score(self, output, x, time, score):
         signal, noise = self._coefficients(x, time)

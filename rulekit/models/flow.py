@@ -59,7 +59,13 @@ class FlowProcess(DiffusionProcess):
         import torch
 
         noise = torch.randn(clean.shape, generator=generator).to(clean.device, clean.dtype)
+        if isinstance(level, torch.Tensor):
+            levels = level.to(clean.device, clean.dtype)
+            return (1 - levels.view(-1, 1, 1, 1)) * clean + levels.view(-1, 1, 1, 1) * noise, levels
         return (1 - level) * clean + level * noise, float(level)
+
+    def level(self, time):
+        return float(time)
 
     def sampling_times(self):
         return [1.0 - index / self.steps for index in range(self.steps)]
@@ -72,7 +78,10 @@ class FlowProcess(DiffusionProcess):
 
     def predict(self, network, x, time):
         velocity = self._velocity(network, x, time)
-        return Prediction(output=velocity, clean_estimate=x - time * velocity)
+        return Prediction(output=velocity, clean_estimate=self.clean_estimate(x, time, velocity))
+
+    def clean_estimate(self, x, time, output):
+        return x - time * output
 
     def add_score(self, output, x, time, score):
         t = min(float(time), MAX_GUIDED_TIME)

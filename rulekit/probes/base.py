@@ -39,6 +39,8 @@ class ProbeContext:
     seed: int
     process: "DiffusionProcess | None" = None
     network: "torch.nn.Module | None" = None
+    #: The model's rule classifier (``rulekit train-classifier``), for inputs that read it.
+    classifier: "torch.nn.Module | None" = None
 
     def require_process(self, user: str) -> "DiffusionProcess":
         """The model's process, or stop naming ``user`` (the input that needs it)."""
@@ -53,6 +55,13 @@ class ProbeContext:
         return self.network
 
 
+    def require_classifier(self, user: str) -> "torch.nn.Module":
+        """The model's rule classifier, or stop naming ``user`` (the input that needs it)."""
+        if self.classifier is None:
+            raise ProbeError(f"probe input {user!r} needs the model's trained rule classifier; none was given")
+        return self.classifier
+
+
 class ProbeInput(ABC):
     """Base class of every probe input; register instances through ``rulekit_probe_inputs``."""
 
@@ -62,6 +71,8 @@ class ProbeInput(ABC):
     uses_noise_level: ClassVar[bool]
     #: Whether ``features`` needs ``context.process`` and ``context.network``.
     needs_model: ClassVar[bool] = False
+    #: Whether ``features`` needs ``context.classifier``.
+    needs_classifier: ClassVar[bool] = False
 
     @abstractmethod
     def features(self, images: np.ndarray, level: float | None, context: ProbeContext) -> np.ndarray:

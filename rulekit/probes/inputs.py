@@ -1,5 +1,5 @@
-"""The built-in probe inputs: raw pixels, pixels noised to a diffusion level, and the UNet's
-mid-block activations at that level."""
+"""The built-in probe inputs: raw pixels, pixels noised to a diffusion level, the UNet's
+mid-block activations at that level, and the rule classifier's penultimate features."""
 
 from __future__ import annotations
 
@@ -124,6 +124,35 @@ class UNetMid(ProbeInput):
         return _flat(torch.cat(captured).numpy())
 
 
+class RuleClassifierFeatures(ProbeInput):
+    name = "rule-classifier"
+    description = (
+        "The rule classifier's penultimate features on the noised pixels: does the classifier that "
+        "guides sampling see the violation at all?"
+    )
+    uses_noise_level = True
+    needs_model = True
+    needs_classifier = True
+
+    def features(self, images, level, context):
+        import torch
+
+        classifier = context.require_classifier(self.name)
+        noisy, _ = noised_images(images, level, context, self.name)
+        levels = torch.full((len(noisy),), float(level))
+        was_training = classifier.training
+        classifier.eval()
+        try:
+            with torch.no_grad(), _forward_threads(noisy.device):
+                rows = [
+                    classifier.features(noisy[start : start + FORWARD_BATCH], levels[start : start + FORWARD_BATCH])
+                    for start in range(0, len(noisy), FORWARD_BATCH)
+                ]
+        finally:
+            classifier.train(was_training)
+        return _flat(torch.cat(rows).numpy()) if rows else np.zeros((0, 0), dtype=np.float32)
+
+
 @hookimpl
 def rulekit_probe_inputs() -> list[ProbeInput]:
-    return [Pixels(), NoisedPixels(), UNetMid()]
+    return [Pixels(), NoisedPixels(), UNetMid(), RuleClassifierFeatures()]

@@ -9,8 +9,6 @@ invisible through that input, 1 means it is perfectly detectable.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import warnings
 from typing import Any, Callable
@@ -19,7 +17,7 @@ import numpy as np
 
 from rulekit.probes.base import ProbeContext, ProbeError, ProbeInput
 from rulekit.progress import progress_bar
-from rulekit.storage import write_bytes_atomic
+from rulekit.storage import write_csv_atomic
 
 #: The columns of a probe result row, in the order the CSV file writes them.
 COLUMNS = ("task", "input", "estimator", "delta", "level", "auc", "n_train", "n_test")
@@ -79,6 +77,8 @@ def _check_arguments(
             raise ProbeError(
                 f"probe input {probe_input.name!r} needs a trained model's process and network; none was given"
             )
+        if probe_input.needs_classifier and context.classifier is None:
+            raise ProbeError(f"probe input {probe_input.name!r} needs the model's trained rule classifier; none was given")
     if not 0.0 < test_fraction < 1.0:
         raise ProbeError(f"test fraction {test_fraction} is outside (0, 1)")
     n_test = int(np.ceil(2 * n_per_class * test_fraction))
@@ -193,9 +193,4 @@ def probe_task(
 
 def write_rows_csv(rows: list[dict], path: str | os.PathLike) -> None:
     """Write probe rows as CSV with the columns ``COLUMNS``, atomically; None is written empty."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow(["" if row[column] is None else row[column] for column in COLUMNS])
-    write_bytes_atomic(path, buffer.getvalue().encode())
+    write_csv_atomic(path, COLUMNS, rows)

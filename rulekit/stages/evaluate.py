@@ -1,8 +1,11 @@
-"""The ``evaluate`` stage: every metric, with bootstrap intervals, for one task, model and guidance.
+"""The ``evaluate`` stage: guided sampling and every metric, for one task, model and guidance.
 
-Reads the samples and the training data, writes ``metrics/TASK/MODEL/GUIDANCE.json`` (small,
-committed, compared across commits with ``dvc metrics diff``) and the plot data and figure that
-show the samples against the rule.
+Draws ``evaluate.n_samples`` samples with the strategy into ``evaluation/TASK/MODEL/GUIDANCE``,
+from the same seed for every strategy (and a different one from the ``sample`` stage's draw, whose
+rejected samples taught the rule classifier: no strategy is judged on the classifier's own
+training images). Then reads them and the training data, writes ``metrics/TASK/MODEL/guidance/GUIDANCE.json``
+(small, committed, compared across commits with ``dvc metrics diff``) and the plot data and figure
+that show the samples against the rule.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from rulekit.metrics.base import MetricInput
 from rulekit.metrics.bootstrap import evaluate_all
 from rulekit.params import Params
 from rulekit.registry import get_registry
+from rulekit.stages.sample import Draw, sample
 from rulekit.storage import write_bytes_atomic, write_json_atomic
 
 #: Training images drawn into the scatter: enough to show the band, few enough to see samples.
@@ -29,6 +33,8 @@ class EvaluationPaths:
     """Where one evaluation reads and writes."""
 
     data: Path
+    model: Path
+    classifier: Path
     samples: Path
     metrics: Path
     histogram: Path
@@ -40,8 +46,10 @@ def default_paths(task: str, model: str, guidance: str, root: Path = Path(".")) 
     run = f"{task}-{model}-{guidance}"
     return EvaluationPaths(
         data=root / "data" / task,
-        samples=root / "samples" / task / model / guidance,
-        metrics=root / "metrics" / task / model / f"{guidance}.json",
+        model=root / "models" / task / model,
+        classifier=root / "classifiers" / task / model,
+        samples=root / "evaluation" / task / model / guidance,
+        metrics=root / "metrics" / task / model / "guidance" / f"{guidance}.json",
         histogram=root / "plots" / "residuals" / f"{run}.csv",
         scatter=root / "plots" / "scatter" / f"{run}.csv",
         figure=root / "plots" / "figures" / f"{run}.png",
@@ -53,14 +61,33 @@ def _csv(header: list[str], rows) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def evaluate(task_name: str, model_name: str, guidance_name: str, params: Params, paths: EvaluationPaths | None = None) -> dict:
-    """Compute every registered metric on one set of samples; write metrics, plot data and figure."""
+def evaluate(
+    task_name: str,
+    model_name: str,
+    guidance_name: str,
+    params: Params,
+    paths: EvaluationPaths | None = None,
+    draw_samples: bool = True,
+) -> dict:
+    """Sample with the strategy (unless ``draw_samples`` is False: then read the samples already
+    in ``paths.samples``), compute every registered metric; write metrics, plot data and figure."""
     registry = get_registry()
     task = registry.task(task_name)
     registry.get("model", model_name)
     registry.get("guidance", guidance_name)
     paths = paths or default_paths(task_name, model_name, guidance_name)
     settings = params.evaluate
+    if draw_samples:
+        sample(
+            task_name,
+            model_name,
+            guidance_name,
+            params,
+            model_dir=paths.model,
+            out_dir=paths.samples,
+            classifier_dir=paths.classifier,
+            draw=Draw.for_evaluation(params),
+        )
     samples = read_image_set(paths.samples, extras=("valid",))
     data = read_dataset(paths.data)
     valid = samples.extras["valid"].astype(bool)
@@ -74,6 +101,7 @@ def evaluate(task_name: str, model_name: str, guidance_name: str, params: Params
         "guidance": guidance_name,
         "n_samples": int(len(samples.images)),
         "confidence": settings.confidence,
+        "guidance_settings": samples.meta.get("guidance_settings", {}),
         "sampling_seconds": samples.meta.get("seconds"),
         "metrics": {name: estimate.as_dict() for name, estimate in sorted(estimates.items())},
     }

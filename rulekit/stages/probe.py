@@ -27,6 +27,7 @@ class ProbePaths:
 
     data: Path
     model: Path
+    classifier: Path
     table: Path
     figure: Path
     summary: Path
@@ -36,6 +37,7 @@ def default_paths(task: str, model: str, root: Path = Path(".")) -> ProbePaths:
     return ProbePaths(
         data=root / "data" / task,
         model=root / "models" / task / model,
+        classifier=root / "classifiers" / task / model,
         table=root / "plots" / "probes" / f"{task}-{model}.csv",
         figure=root / "plots" / "figures" / f"probe-{task}-{model}.png",
         summary=root / "metrics" / task / model / "probes.json",
@@ -63,7 +65,12 @@ def probe(task_name: str, model_name: str, params: Params, paths: ProbePaths | N
     _, process, network = load_trained(paths.model, params)
     network.eval()
     settings = params.probe
-    context = ProbeContext(task=task, size=size, seed=settings.seed, process=process, network=network)
+    classifier = None
+    if any(probe_input.needs_classifier for probe_input in inputs):
+        from rulekit.classifier.network import load_classifier
+
+        classifier = load_classifier(paths.classifier)
+    context = ProbeContext(task=task, size=size, seed=settings.seed, process=process, network=network, classifier=classifier)
     rows = probe_task(
         context,
         inputs,

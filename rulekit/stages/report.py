@@ -1,9 +1,10 @@
 """The ``report`` stage: one Markdown page, and one table on the terminal, that answer the question.
 
 For every task, model and guidance strategy in ``params.yaml``: did the samples keep the coarse
-rule, how wide is their band around the fine rule next to the data's own noise floor, and how
-visible is a fine violation to a probe? Figures are copied next to the report so the committed
-page is complete on its own.
+rule, how wide is their band around the fine rule next to the data's own noise floor, what did
+each strategy buy and at what sampling cost, how well does the rule classifier see violations,
+and how visible is a fine violation to a probe? Figures are copied next to the report so the
+committed page is complete on its own.
 """
 
 from __future__ import annotations
@@ -54,6 +55,28 @@ def _verdict(metrics: dict) -> str:
     return f"{coarse_text}; its residual band is {ratio:.0f}× the data's noise floor: it misses the fine rule"
 
 
+def _relative_time(seconds: float | None, baseline: float | None) -> str:
+    if not seconds or not baseline:
+        return "–"
+    return f"{seconds / baseline:.2f}×"
+
+
+def _classifier_lines(table_path: Path) -> list[str]:
+    """Held-out AUC of the rule classifier by δ (rows) and noise level (columns)."""
+    if not table_path.exists():
+        return []
+    rows = list(csv.DictReader(io.StringIO(table_path.read_text())))
+    levels = sorted({float(row["level"]) for row in rows})
+    cells: dict[str, dict[float, str]] = {}
+    for row in rows:
+        name = "its own rejected samples" if row["source"] == "own-samples" else f"synthetic δ={float(row['delta']):g}"
+        cells.setdefault(name, {})[float(row["level"])] = f"{float(row['auc']):.2f}"
+    lines = ["| negatives | " + " | ".join(f"level {level:g}" for level in levels) + " |", "|---" * (len(levels) + 1) + "|"]
+    for name, by_level in cells.items():
+        lines.append(f"| {name} | " + " | ".join(by_level.get(level, "–") for level in levels) + " |")
+    return lines
+
+
 def _probe_lines(table_path: Path) -> list[str]:
     if not table_path.exists():
         return []
@@ -70,20 +93,46 @@ def _probe_lines(table_path: Path) -> list[str]:
     return lines
 
 
+def _auc_section(heading: str, intro: str, table: list[str], figure: Path, figures: Path) -> list[str]:
+    """A report section: heading, one sentence, the AUC table and its figure (copied beside the
+    report); nothing when there is no table."""
+    if not table:
+        return []
+    lines = [f"### {heading}", "", intro, "", *table, ""]
+    if figure.exists():
+        shutil.copyfile(figure, figures / figure.name)
+        lines += [f"![{figure.stem}](figures/{figure.name})", ""]
+    return lines
+
+
+def _strategy_line(name: str, params: Params) -> str:
+    from rulekit.registry import get_registry
+
+    guidance = get_registry().get("guidance", name)
+    settings = params.guidance_settings_for(name).model_dump()
+    shown = ", ".join(f"{key} {value}" for key, value in settings.items()) or "no settings"
+    return f"- `{name}` ({shown}): {guidance.description} *Knows:* {guidance.prior_knowledge}."
+
+
 def report(params: Params, root: Path = Path("."), out: Path | None = None, console: Console | None = None) -> Path:
     """Write ``reports/report.md`` with its figures, print the headline table, return the page's path."""
     out = out or root / "reports" / "report.md"
     figures = out.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     table = Table(title="rulekit: did the models learn the rules?", show_lines=False)
-    for column in ("task", "model", "guidance", *(label for _, label in HEADLINE)):
+    for column in ("task", "model", "guidance", *(label for _, label in HEADLINE), "time"):
         table.add_column(column, overflow="fold")
     page = [
         "# rulekit report",
         "",
         "Each number is a point estimate with its bootstrap "
         f"{params.evaluate.confidence:.0%} interval. Residuals are in fractions of the image side; "
-        "*× noise floor* is the samples' residual spread over the training data's own (measured) spread.",
+        "*× noise floor* is the samples' residual spread over the training data's own (measured) spread; "
+        "*time* is the strategy's sampling time over unguided sampling's (`none`), same number of kept samples.",
+        "",
+        "Guidance strategies and what they know of the rule:",
+        "",
+        *(_strategy_line(name, params) for name in params.guidance),
         "",
     ]
     for task in params.tasks:
@@ -91,19 +140,27 @@ def report(params: Params, root: Path = Path("."), out: Path | None = None, cons
         meta = load_json(root / "data" / task / "meta.json")
         page += [f"{meta['description']} Noise floor of the measurer on the stored data: residual std "
                  f"{meta['noise_floor']['residual_std']:.2g}.", ""]
-        page += ["| model | guidance | " + " | ".join(label for _, label in HEADLINE) + " |", "|---" * (len(HEADLINE) + 2) + "|"]
+        page += [
+            "| model | guidance | " + " | ".join(label for _, label in HEADLINE) + " | time |",
+            "|---" * (len(HEADLINE) + 3) + "|",
+        ]
         verdicts, pictures = [], []
         for model in params.models:
-            for guidance in params.guidance:
-                result = load_json(root / "metrics" / task / model / f"{guidance}.json")["metrics"]
+            evaluations = {
+                guidance: load_json(root / "metrics" / task / model / "guidance" / f"{guidance}.json") for guidance in params.guidance
+            }
+            baseline = evaluations.get("none", {}).get("sampling_seconds")
+            for guidance, evaluation in evaluations.items():
+                result = evaluation["metrics"]
                 cells = [_format(result.get(name)) for name, _ in HEADLINE]
-                page.append(f"| {model} | {guidance} | " + " | ".join(cells) + " |")
-                table.add_row(task, model, guidance, *cells)
+                time = _relative_time(evaluation.get("sampling_seconds"), baseline)
+                page.append(f"| {model} | {guidance} | " + " | ".join(cells) + f" | {time} |")
+                table.add_row(task, model, guidance, *cells, time)
                 verdicts.append(f"- **{model}, {guidance}**: the model {_verdict(result)}.")
                 run = f"{task}-{model}-{guidance}"
                 for source, name in (
                     (root / "plots" / "figures" / f"{run}.png", f"{run}-rule.png"),
-                    (root / "samples" / task / model / guidance / "grid.png", f"{run}-samples.png"),
+                    (root / "evaluation" / task / model / guidance / "grid.png", f"{run}-samples.png"),
                 ):
                     if source.exists():
                         shutil.copyfile(source, figures / name)
@@ -114,15 +171,22 @@ def report(params: Params, root: Path = Path("."), out: Path | None = None, cons
             pictures.insert(0, f"![{task} training data](figures/{task}-data.png)")
         page += ["", *verdicts, "", *pictures, ""]
         for model in params.models:
-            probe_lines = _probe_lines(root / "plots" / "probes" / f"{task}-{model}.csv")
-            if probe_lines:
-                page += [f"### How visible is a fine violation? (probes, {model})", "",
-                         "Held-out ROC AUC of telling rule-abiding images from images that break the fine rule by δ "
-                         "(0.5 = chance).", "", *probe_lines, ""]
-                figure = root / "plots" / "figures" / f"probe-{task}-{model}.png"
-                if figure.exists():
-                    shutil.copyfile(figure, figures / figure.name)
-                    page += [f"![probe {task} {model}](figures/{figure.name})", ""]
+            page += _auc_section(
+                f"Does the rule classifier see fine violations? ({model})",
+                "Held-out ROC AUC of the noise-conditioned rule classifier, rule-abiding images against "
+                "each kind of negative, at each noise level (0.5 = chance).",
+                _classifier_lines(root / "plots" / "classifier" / f"{task}-{model}.csv"),
+                root / "plots" / "figures" / f"classifier-{task}-{model}.png",
+                figures,
+            )
+            page += _auc_section(
+                f"How visible is a fine violation? (probes, {model})",
+                "Held-out ROC AUC of telling rule-abiding images from images that break the fine rule by δ "
+                "(0.5 = chance).",
+                _probe_lines(root / "plots" / "probes" / f"{task}-{model}.csv"),
+                root / "plots" / "figures" / f"probe-{task}-{model}.png",
+                figures,
+            )
     curves = sorted((root / "plots" / "loss").glob("*.csv"))
     if curves:
         save_loss_figure(figures / "loss.png", curves)

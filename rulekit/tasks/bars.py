@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from rulekit.hookspecs import hookimpl
 from rulekit.tasks import geometry
-from rulekit.tasks.base import Task
+from rulekit.tasks.base import Task, column_stack
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Bars(Task):
@@ -61,14 +67,23 @@ class Bars(Task):
         return images
 
     def read(self, images: np.ndarray) -> np.ndarray:
+        return self.read_with(geometry, images)
+
+    def soft_read(self, pixels: torch.Tensor) -> torch.Tensor:
+        from rulekit.tasks import soft
+
+        return self.read_with(soft, pixels)
+
+    def read_with(self, estimators: ModuleType, images):
+        """Features read through ``estimators``: ``geometry`` (numpy) or ``soft`` (torch)."""
         size = images.shape[-1]
-        upright = geometry.upright(images)
+        upright = estimators.upright(images)
         width_px = self.width * size
         heights = []
         for x_range in ((0.0, 0.5), (0.5, 1.0)):
-            pixels, _, _ = geometry.region(upright, x_range, (0.0, 1.0))
-            heights.append(geometry.area_px(pixels) / width_px / size)
-        return np.stack(heights, axis=1)
+            pixels, _, _ = estimators.region(upright, x_range, (0.0, 1.0))
+            heights.append(estimators.area_px(pixels) / width_px / size)
+        return column_stack(heights)
 
     def residual(self, features: np.ndarray) -> np.ndarray:
         return features[:, 1] - self.rule(features[:, 0])

@@ -3,7 +3,9 @@
 A task draws features from its prior, renders them to images, measures them back from pixels,
 and judges them against its fine rule (``residual``, 0 on rule-abiding features) and its coarse
 rule (``coarse_ok``). It can also move features off the fine rule by an exact amount δ
-(``violate``) and draw features that break the coarse rule (``coarse_violations``).
+(``violate``) and draw features that break the coarse rule (``coarse_violations``). A task that
+also implements ``soft_read`` offers ``soft_residual``, the same residual read differentiably
+from torch images, for guidance that follows its gradient.
 
 Subclasses implement the lower-case hooks without checks (``sample_features``, ``draw``,
 ``read``, ...); the public methods here check their inputs once, for every task.
@@ -11,12 +13,17 @@ Subclasses implement the lower-case hooks without checks (``sample_features``, `
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from rulekit.errors import RulekitError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Task(ABC):
@@ -55,7 +62,11 @@ class Task(ABC):
 
     @abstractmethod
     def residual(self, features: np.ndarray) -> np.ndarray:
-        """Signed distance of each row from the fine rule, in fractions of the image side."""
+        """Signed distance of each row from the fine rule, in fractions of the image side.
+
+        Written once for numpy arrays and torch tensors alike (arithmetic, builtin ``abs``,
+        ``column_stack``, ``signed_largest``), so ``soft_residual`` differentiates the same rule.
+        """
 
     @abstractmethod
     def coarse_ok(self, features: np.ndarray) -> np.ndarray:
@@ -77,6 +88,18 @@ class Task(ABC):
         """The rule's constants, recorded beside generated data."""
         return {}
 
+    def soft_read(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        """Features (n, k), differentiable, from torch images whose background is removed
+        (``soft.remove_background``): the torch counterpart of ``read``, optional.
+
+        It must agree with ``read`` on rendered images and stay finite on any image. The
+        built-in tasks write their measurer once over the estimator modules ``geometry``
+        (numpy) and ``soft`` (torch) and call it from both ``read`` and ``soft_read``.
+        """
+        raise RulekitError(
+            f"task {self.name!r} has no differentiable measurer (soft_read); guidance that needs one cannot use it"
+        )
+
     # ---- the checked public API -------------------------------------------------------------
 
     def check_size(self, size: object) -> int:
@@ -91,7 +114,10 @@ class Task(ABC):
         return int(size)
 
     def _check_features(self, features: np.ndarray) -> np.ndarray:
-        features = np.asarray(features, dtype=np.float64)
+        return self._check_feature_shape(np.asarray(features, dtype=np.float64))
+
+    def _check_feature_shape(self, features):
+        """``features`` (a numpy array or a torch tensor) if it has one column per feature name."""
         if features.ndim != 2 or features.shape[1] != len(self.feature_names):
             raise RulekitError(
                 f"task {self.name!r} expects features of shape (n, {len(self.feature_names)}) "
@@ -127,6 +153,31 @@ class Task(ABC):
         rendered data has none, so on data the measurement is exact.
         """
         return self._check_features(self.read(self._pixels(images)))
+
+    @property
+    def has_soft_measurer(self) -> bool:
+        """Whether the task implements ``soft_read``, so that ``soft_residual`` works."""
+        return type(self).soft_read is not Task.soft_read
+
+    def soft_residual(self, images: "torch.Tensor") -> "torch.Tensor":
+        """Signed residual (n,) of torch images (n, size, size) in [0, 1], differentiable with
+        respect to them: ``residual(measure(images))`` in the same units, read by ``soft_read``.
+
+        Meant for a model's estimate of the clean image during sampling: it is finite on any
+        image, blank, hazy or noise, and half-precision images are measured in float32.
+        """
+        import torch
+
+        from rulekit.tasks import soft
+
+        if not isinstance(images, torch.Tensor) or images.ndim != 3 or images.shape[1] != images.shape[2]:
+            shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+            raise RulekitError(f"soft_residual needs a torch tensor of shape (n, size, size), got {shape}")
+        if not images.is_floating_point():
+            raise RulekitError(f"soft_residual needs floating-point images in [0, 1], got {images.dtype}")
+        self.check_size(images.shape[-1])
+        pixels = soft.remove_background(images.to(torch.promote_types(images.dtype, torch.float32)))
+        return self.residual(self._check_feature_shape(self.soft_read(pixels)))
 
     def valid(self, images: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """Whether the measurer found the shapes: measured features re-render to the image
@@ -193,8 +244,26 @@ def remove_background(pixels: np.ndarray) -> np.ndarray:
     return cleaned.reshape(n, height, width).astype(np.float32, copy=False)
 
 
+def _torch_of(values: object):
+    """The torch module if ``values`` is a torch tensor, else None; never imports torch itself."""
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(values, torch.Tensor) else None
+
+
+def column_stack(columns: Sequence) -> np.ndarray:
+    """Columns (each (n,)) side by side as (n, m): a numpy array, or a torch tensor if they are."""
+    torch = _torch_of(columns[0])
+    return np.stack(columns, axis=1) if torch is None else torch.stack(list(columns), dim=1)
+
+
 def signed_largest(deviations: np.ndarray) -> np.ndarray:
-    """Per row, the deviation (n, m) of largest magnitude with its sign: the L∞ residual."""
+    """Per row, the deviation (n, m) of largest magnitude with its sign: the L∞ residual.
+
+    A torch tensor gives a torch tensor whose gradient flows to the chosen deviation.
+    """
+    torch = _torch_of(deviations)
+    if torch is not None:
+        return deviations.gather(1, deviations.abs().argmax(dim=1, keepdim=True))[:, 0]
     deviations = np.asarray(deviations, dtype=np.float64)
     pick = np.argmax(np.abs(deviations), axis=1)
     return deviations[np.arange(len(deviations)), pick]

@@ -49,7 +49,7 @@ def region(images_up: np.ndarray, x_range: tuple[float, float], y_range: tuple[f
     """The part of upright images between two pixel boundaries in x and y, with its pixel offsets.
 
     Returns ``(pixels, x_offset, y_offset)``; layouts keep every shape at least one pixel away
-    from the boundaries they measure within, so no shape is cut.
+    from the boundaries they measure within, so no shape is cut. Works on torch tensors too.
     """
     size = images_up.shape[-1]
     x_lo, x_hi = (pixel_boundary(value, size) for value in x_range)

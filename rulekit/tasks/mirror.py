@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from rulekit.hookspecs import hookimpl
 from rulekit.tasks import geometry
-from rulekit.tasks.base import Task, signed_largest
+from rulekit.tasks.base import Task, column_stack, signed_largest
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Mirror(Task):
@@ -54,18 +60,27 @@ class Mirror(Task):
         return images
 
     def read(self, images: np.ndarray) -> np.ndarray:
+        return self.read_with(geometry, images)
+
+    def soft_read(self, pixels: torch.Tensor) -> torch.Tensor:
+        from rulekit.tasks import soft
+
+        return self.read_with(soft, pixels)
+
+    def read_with(self, estimators: ModuleType, images):
+        """Features read through ``estimators``: ``geometry`` (numpy) or ``soft`` (torch)."""
         size = images.shape[-1]
-        upright = geometry.upright(images)
+        upright = estimators.upright(images)
         columns = []
         for x_range in (self.left_region, self.right_region):
-            pixels, x_offset, y_offset = geometry.region(upright, x_range, (0.0, 1.0))
-            columns.extend(geometry.square(pixels, x_offset, y_offset))
-        return np.stack(columns, axis=1) / size
+            pixels, x_offset, y_offset = estimators.region(upright, x_range, (0.0, 1.0))
+            columns.extend(estimators.square(pixels, x_offset, y_offset))
+        return column_stack(columns) / size
 
     def deviations(self, features: np.ndarray) -> np.ndarray:
         """(n, 3) deviations of the reflection's x, y and side from the mirror image."""
         x, y, s, xr, yr, sr = features.T
-        return np.stack([xr - (1.0 - x), yr - y, sr - s], axis=1)
+        return column_stack([xr - (1.0 - x), yr - y, sr - s])
 
     def residual(self, features: np.ndarray) -> np.ndarray:
         return signed_largest(self.deviations(features))

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from rulekit.hookspecs import hookimpl
 from rulekit.tasks import geometry
-from rulekit.tasks.base import Task, signed_largest
+from rulekit.tasks.base import Task, column_stack, signed_largest
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Perspective(Task):
@@ -60,18 +66,27 @@ class Perspective(Task):
         return images
 
     def read(self, images: np.ndarray) -> np.ndarray:
+        return self.read_with(geometry, images)
+
+    def soft_read(self, pixels: torch.Tensor) -> torch.Tensor:
+        from rulekit.tasks import soft
+
+        return self.read_with(soft, pixels)
+
+    def read_with(self, estimators: ModuleType, images):
+        """Features read through ``estimators``: ``geometry`` (numpy) or ``soft`` (torch)."""
         size = images.shape[-1]
-        upright = geometry.upright(images)
+        upright = estimators.upright(images)
         columns = []
         for x_range in ((0.0, 0.5), (0.5, 1.0)):
-            pixels, x_offset, y_offset = geometry.region(upright, x_range, (0.0, self.region_top))
-            _, centre_y, side = geometry.square(pixels, x_offset, y_offset)
+            pixels, x_offset, y_offset = estimators.region(upright, x_range, (0.0, self.region_top))
+            _, centre_y, side = estimators.square(pixels, x_offset, y_offset)
             columns.extend([centre_y - side / 2, side])
-        return np.stack(columns, axis=1) / size
+        return column_stack(columns) / size
 
     def residual(self, features: np.ndarray) -> np.ndarray:
         y_left, r_left, y_right, r_right = features.T
-        return signed_largest(np.stack([r_left - self.rule(y_left), r_right - self.rule(y_right)], axis=1))
+        return signed_largest(column_stack([r_left - self.rule(y_left), r_right - self.rule(y_right)]))
 
     def coarse_ok(self, features: np.ndarray) -> np.ndarray:
         y_left, r_left, y_right, r_right = features.T

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from rulekit.hookspecs import hookimpl
 from rulekit.tasks import geometry
-from rulekit.tasks.base import Task
+from rulekit.tasks.base import Task, column_stack
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Shadow(Task):
@@ -54,7 +60,7 @@ class Shadow(Task):
 
     def rule(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """The shadow length |L| that the geometry gives for a sun at (xs, ys)."""
-        return self.pole_height * np.abs(self.pole_x - xs) / (ys - self.ground - self.pole_height)
+        return self.pole_height * abs(self.pole_x - xs) / (ys - self.ground - self.pole_height)
 
     def away_from_sun(self, xs: np.ndarray) -> np.ndarray:
         """+1 where the shadow should point right, −1 where left (right when overhead)."""
@@ -79,21 +85,32 @@ class Shadow(Task):
         return images
 
     def read(self, images: np.ndarray) -> np.ndarray:
+        return self.read_with(geometry, images)
+
+    def soft_read(self, pixels: torch.Tensor) -> torch.Tensor:
+        from rulekit.tasks import soft
+
+        return self.read_with(soft, pixels)
+
+    def read_with(self, estimators: ModuleType, images):
+        """Features read through ``estimators``: ``geometry`` (numpy) or ``soft`` (torch)."""
         size = images.shape[-1]
-        upright = geometry.upright(images)
-        sun, x_offset, y_offset = geometry.region(upright, (0.0, 1.0), (self.sun_region_bottom, 1.0))
-        xs, ys, _ = geometry.square(sun, x_offset, y_offset)
+        upright = estimators.upright(images)
+        sun, x_offset, y_offset = estimators.region(upright, (0.0, 1.0), (self.sun_region_bottom, 1.0))
+        xs, ys, _ = estimators.square(sun, x_offset, y_offset)
         thickness_px = (self.strip[1] - self.strip[0]) * size
-        left, _, _ = geometry.region(upright, (0.0, self.pole_x), (0.0, self.strip_region_top))
-        right, _, _ = geometry.region(upright, (self.pole_x, 1.0), (0.0, self.strip_region_top))
-        left_area, right_area = geometry.area_px(left), geometry.area_px(right)
-        direction = np.where(right_area >= left_area, 1.0, -1.0)
+        left, _, _ = estimators.region(upright, (0.0, self.pole_x), (0.0, self.strip_region_top))
+        right, _, _ = estimators.region(upright, (self.pole_x, 1.0), (0.0, self.strip_region_top))
+        left_area, right_area = estimators.area_px(left), estimators.area_px(right)
+        # ±1 by arithmetic on the comparison, which numpy and torch share; it is piecewise
+        # constant, so the length's gradient flows through the areas alone.
+        direction = 2.0 * (right_area >= left_area) - 1.0
         length = direction * (left_area + right_area) / thickness_px / size
-        return np.stack([xs / size, ys / size, length], axis=1)
+        return column_stack([xs / size, ys / size, length])
 
     def residual(self, features: np.ndarray) -> np.ndarray:
         xs, ys, length = features.T
-        return np.abs(length) - self.rule(xs, ys)
+        return abs(length) - self.rule(xs, ys)
 
     def coarse_ok(self, features: np.ndarray) -> np.ndarray:
         xs, _, length = features.T
