@@ -9,13 +9,14 @@ the safetensors file, and joined again on load.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from rulekit.errors import DataFileError
-from rulekit.storage import load_json, replace_directory, write_bytes_atomic, write_json_atomic
+from rulekit.storage import replace_directory, write_bytes_atomic, write_json_atomic
 
 TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"
@@ -86,16 +87,21 @@ def load_checkpoint(folder: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    tensors_path = folder / TENSORS_FILE
-    skeleton = load_json(folder / STATE_FILE)
+    def damaged(path: Path, problem: str) -> DataFileError:
+        return DataFileError(f"checkpoint file {path} {problem}; delete {folder} to resume from an earlier checkpoint")
+
+    state_path, tensors_path = folder / STATE_FILE, folder / TENSORS_FILE
     try:
+        skeleton = json.loads(state_path.read_text())
         tensors = load(tensors_path.read_bytes())
-    except FileNotFoundError:
-        raise DataFileError(f"checkpoint file {tensors_path} is missing; delete {folder} to resume from an earlier checkpoint") from None
+    except FileNotFoundError as error:
+        raise damaged(Path(error.filename), "is missing") from None
+    except OSError as error:
+        raise damaged(Path(error.filename), f"cannot be read ({error.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise damaged(state_path, f"is corrupt ({error})") from None
     except (SafetensorError, ValueError, OverflowError) as error:
-        raise DataFileError(
-            f"checkpoint file {tensors_path} is corrupt ({error}); delete {folder} to resume from an earlier checkpoint"
-        ) from None
+        raise damaged(tensors_path, f"is corrupt ({error})") from None
     try:
         return join_state(skeleton, tensors)
     except (KeyError, TypeError, ValueError) as error:

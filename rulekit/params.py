@@ -7,6 +7,7 @@ and out-of-range values stop with one line naming the key path and what is accep
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -164,7 +165,9 @@ def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str = "") -
             parent = field.annotation if field is not None else None
             if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
                 break
-        accepted = ", ".join(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else "none"
+        accepted = ", ".join(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else ""
+        if not accepted:
+            return f"{path}: unknown key (no keys are accepted here)"
         return f"{path}: unknown key (accepted keys here: {accepted})"
     if kind == "missing":
         return f"{path}: missing (required)"
@@ -172,19 +175,29 @@ def _describe(error: dict[str, Any], model: type[BaseModel], prefix: str = "") -
     return f"{path}: {message}, got {error.get('input')!r}"
 
 
+def _first_error(error: ValidationError) -> dict[str, Any]:
+    """The error to report: an unknown key before anything else, since a misspelt key also
+    makes the key it was meant to be look missing, and only the unknown one shows the typo."""
+    errors = error.errors()
+    return next((item for item in errors if item["type"] == "extra_forbidden"), errors[0])
+
+
 def parse_params(raw: object, source: str = DEFAULT_PARAMS_FILE) -> Params:
     """Check a parsed ``params.yaml`` mapping and return it as ``Params``."""
+    if raw is None:
+        raise ParamsError(f"{source}: the file is empty; expected a mapping of sections at the top level")
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     try:
         params = Params.model_validate(raw)
     except ValidationError as error:
-        raise ParamsError(f"{source}: {_describe(error.errors()[0], Params)}") from None
+        raise ParamsError(f"{source}: {_describe(_first_error(error), Params)}") from None
     _check_names(params, source)
     _check_family_settings(params, source)
     _check_guidance_settings(params, source)
     _check_classifier(params, source)
     _check_shapes(params, source)
+    _check_memory(params, source)
     return params
 
 
@@ -219,7 +232,7 @@ def _check_family_settings(params: Params, source: str) -> None:
             try:
                 params._family_settings[(section, name)] = settings_model.model_validate(raw)
             except ValidationError as error:
-                detail = _describe(error.errors()[0], settings_model, prefix=f"{section}.{name}.")
+                detail = _describe(_first_error(error), settings_model, prefix=f"{section}.{name}.")
                 raise ParamsError(f"{source}: {detail}") from None
 
 
@@ -230,8 +243,8 @@ def _guidance_settings(params: Params, name: str, raw: object, source: str) -> S
     try:
         settings = settings_model.model_validate(raw)
     except ValidationError as error:
-        detail = _describe(error.errors()[0], settings_model, prefix=f"guidance_settings.{name}.")
-        if error.errors()[0]["type"] == "missing" and raw == {}:
+        detail = _describe(_first_error(error), settings_model, prefix=f"guidance_settings.{name}.")
+        if _first_error(error)["type"] == "missing" and raw == {}:
             detail = f"guidance_settings.{name}: missing (strategy {name!r} has settings without defaults)"
         raise ParamsError(f"{source}: {detail}") from None
     params._family_settings[("guidance_settings", name)] = settings
@@ -295,6 +308,56 @@ def _check_shapes(params: Params, source: str) -> None:
             f"{source}: train.batch_size: {params.train.batch_size} is not a multiple of "
             f"train.gradient_accumulation_steps ({params.train.gradient_accumulation_steps})"
         )
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, or None where the system does not report it."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(params: Params, source: str) -> None:
+    """Stop when the largest array a stage would hold is bigger than this machine's memory.
+
+    Such a run cannot succeed, and it does not fail cleanly: it allocates, swaps the machine to a
+    crawl or is killed by the kernel without a message, often after minutes of work. The arrays'
+    sizes follow from the params alone, so the run stops here instead, naming the key to lower.
+    Each estimate is one stage's largest array (``generate``: the uint8 images plus the float32
+    chunk being rendered; ``sample``: its unguided draw as float32; ``evaluate``: every float32
+    image drawn, times the largest ``oversample`` among the strategies; ``probe``: the float32
+    images of one δ, once per probe input, each of which turns them into features about as
+    large), so a run that passes may still need more memory, but one that fails cannot fit.
+    """
+    from rulekit.stages.generate import CHUNK
+
+    available = physical_memory_bytes()
+    if not available:
+        return
+    float32_bytes = 4
+    size = params.generate.size
+    pixels = size * size
+    n_images, n_probe = params.generate.n_images, 2 * params.probe.n_per_class
+    strategies = dict.fromkeys([*params.guidance, *params.guidance_settings])
+    oversample, strategy = max((getattr(params.guidance_settings_for(name), "oversample", 1), name) for name in strategies)
+    drawn = f" drawn {oversample}× over (guidance_settings.{strategy}.oversample)" if oversample > 1 else ""
+    needs = (
+        ("generate.n_images", n_images * pixels + min(n_images, CHUNK) * pixels * float32_bytes,
+         f"{n_images} uint8 images of {size}×{size} pixels"),
+        ("sample.n_samples", params.sample.n_samples * pixels * float32_bytes,
+         f"{params.sample.n_samples} float32 samples of {size}×{size} pixels"),
+        ("evaluate.n_samples", params.evaluate.n_samples * oversample * pixels * float32_bytes,
+         f"{params.evaluate.n_samples} float32 samples of {size}×{size} pixels{drawn}"),
+        ("probe.n_per_class", n_probe * pixels * float32_bytes * len(params.probe.inputs),
+         f"{n_probe} float32 images of {size}×{size} pixels for each of {len(params.probe.inputs)} probe inputs"),
+    )
+    for key, needed, what in needs:
+        if needed > available:
+            raise ParamsError(
+                f"{source}: {key}: {what} need {needed:,} bytes ({needed / 2**30:,.1f} GiB), more than this "
+                f"machine's {available:,} bytes ({available / 2**30:,.1f} GiB) of memory; lower {key}"
+            )
 
 
 def _check_probe(params: Params, source: str) -> None:

@@ -2,7 +2,7 @@
 
 Arrays live in safetensors files, metadata in JSON. Every write goes to a temporary name in the
 destination folder and is renamed into place, so a killed process leaves either the old file or
-the new one, never half of one. Every read failure names the file.
+the new one, never half of one. Every read or write failure names the file.
 """
 
 from __future__ import annotations
@@ -22,7 +22,33 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from rulekit.errors import DataFileError
+from rulekit.errors import DataFileError, RulekitError
+
+
+class WriteError(RulekitError, OSError):
+    """An output that cannot be written: the disk is full, permission is denied, or a file
+    stands where a folder must be. Whatever the output held before is left as it was.
+
+    Still an ``OSError``, so callers that handle those keep doing so; the CLI reports it as one line.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        blocker = next((parent for parent in reversed(path.parents) if parent.exists() and not parent.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else f"cannot create its folder {path.parent} ({_reason(error)})"
+        raise WriteError(path, reason) from None
 
 
 def _umask() -> int:
@@ -40,18 +66,25 @@ def _temporary_sibling(path: Path) -> Path:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a temporary file and a rename; an OS failure (a full
+    disk, no permission) stops with a ``WriteError`` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary_sibling(path)
+    _make_parent(path)
+    try:
+        temporary = _temporary_sibling(path)
+    except OSError as error:
+        raise WriteError(path, _reason(error)) from None
     try:
         with open(temporary, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise WriteError(path, _reason(error)) from None
         raise
 
 
@@ -113,21 +146,39 @@ def load_json(path: str | os.PathLike) -> dict:
 def replace_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``path`` only if the block completes.
 
-    On an exception the temporary folder is removed and ``path`` is left as it was.
+    On an exception the temporary folder is removed and ``path`` is left as it was; an OS failure
+    (a full disk, no permission) stops with a ``WriteError`` naming the file under ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(staging, 0o777 & ~_umask())
+    _make_parent(path)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(staging, 0o777 & ~_umask())
+    except OSError as error:
+        raise WriteError(path, _reason(error)) from None
     try:
         yield staging
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, WriteError):
+            if error.path.is_relative_to(staging):
+                raise WriteError(path / error.path.relative_to(staging), error.reason) from None
+            raise
+        if isinstance(error, OSError):
+            raise WriteError(path, _reason(error)) from None
         raise
     retired = None
-    if path.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-        os.replace(path, retired / path.name)
-    os.replace(staging, path)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
+    try:
+        if path.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, retired / path.name)
+        os.replace(staging, path)
+    except OSError as error:
+        if retired is not None and not path.exists():
+            with contextlib.suppress(OSError):
+                os.replace(retired / path.name, path)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WriteError(path, _reason(error)) from None
+    finally:
+        if retired is not None and path.exists():
+            shutil.rmtree(retired, ignore_errors=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from rulekit.checkpoints import checkpoint_folders, load_checkpoint, save_checkpoint
 from rulekit.dataset import ARRAYS_FILE, read_dataset
-from rulekit.errors import ParamsError, RulekitError
+from rulekit.errors import DataFileError, ParamsError, RulekitError
 from rulekit.params import Params
 from rulekit.progress import progress_bar
 from rulekit.registry import get_registry
@@ -74,6 +74,15 @@ class EMA:
         with torch.no_grad():
             for name, parameter in network.named_parameters():
                 parameter.copy_(self.shadow[name])
+
+
+def _matching_shadow(saved: dict, fresh: dict) -> dict:
+    """The EMA weights of a checkpoint, checked name by name and shape by shape against the network's."""
+    for name, tensor in fresh.items():
+        if name not in saved or saved[name].shape != tensor.shape:
+            found = tuple(saved[name].shape) if name in saved else "nothing"
+            raise ValueError(f"EMA weight {name}: expected shape {tuple(tensor.shape)}, found {found}")
+    return saved
 
 
 def data_fingerprint(data_dir: Path) -> str:
@@ -176,12 +185,21 @@ def train_model(
     if folders:
         resumed_from = folders[-1][1]
         state = load_checkpoint(resumed_from)
-        network.load_state_dict(state["model"])
-        ema.shadow = state["ema"]
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"])
-        start, losses = state["step"], [list(pair) for pair in state["losses"]]
+        try:
+            network.load_state_dict(state["model"])
+            ema.shadow = _matching_shadow(state["ema"], ema.shadow)
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            torch.set_rng_state(state["rng"])
+            start, losses = int(state["step"]), [list(pair) for pair in state["losses"]]
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            # torch spreads a mismatch over many lines, one per tensor; the first says enough.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else "".join(lines)
+            raise DataFileError(
+                f"checkpoint {resumed_from} does not fit this run ({type(error).__name__}: {detail}); "
+                "delete it to resume from an earlier checkpoint"
+            ) from None
 
     network, optimizer = accelerator.prepare(network, optimizer)
     bare = accelerator.unwrap_model(network)

@@ -23,7 +23,7 @@ SETTINGS = {
     "classifier": {"scale": 2.0},
     "filter-classifier": {"oversample": 3},
     "filter-rule": {"oversample": 3},
-    "rule-gradient": {"scale": 500.0, "through_network": False},
+    "rule-gradient": {"scale": 1.0, "through_network": False},
 }
 
 

@@ -31,7 +31,7 @@ def run(command: list[str], cwd) -> subprocess.CompletedProcess:
 
 #: The strategies the smoke pipeline evaluates: the paper's remedy and an oracle, beside the baseline.
 GUIDANCE = ["none", "classifier", "rule-gradient"]
-GUIDANCE_SETTINGS = {"none": {}, "classifier": {"scale": 1.0}, "rule-gradient": {"scale": 100.0, "through_network": False}}
+GUIDANCE_SETTINGS = {"none": {}, "classifier": {"scale": 1.0}, "rule-gradient": {"scale": 1.0, "through_network": False}}
 
 
 def pipeline_params(**overrides) -> dict:

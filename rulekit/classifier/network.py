@@ -153,6 +153,8 @@ def load_classifier(folder: str | Path) -> RuleClassifier:
         tensors = load(weights_path.read_bytes())
     except FileNotFoundError:
         raise DataFileError(f"{weights_path} does not exist; re-run rulekit train-classifier") from None
+    except OSError as error:
+        raise DataFileError(f"{weights_path} cannot be read ({error.strerror}); re-run rulekit train-classifier") from None
     except (SafetensorError, ValueError, OverflowError) as error:
         raise DataFileError(f"{weights_path} is not a valid safetensors file ({error}); re-run rulekit train-classifier") from None
     try:

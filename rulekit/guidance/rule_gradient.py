@@ -1,9 +1,18 @@
 """``rule-gradient``: steer sampling down the gradient of the task's own squared residual.
 
-At each step the model's estimate of the clean image is measured by the task's differentiable
-measurer (``Task.soft_residual``), and the gradient of the squared residual with respect to the
-noisy image becomes the guidance score, in the style of diffusion posterior sampling. It knows
-the rule exactly, so it is the upper reference for what gradient guidance can do.
+At each step the model's estimate of the clean image x̂₀ is measured by the task's differentiable
+measurer (``Task.soft_residual``), and the step moves x̂₀ down the gradient of the squared
+residual r², in the style of diffusion posterior sampling. It knows the rule exactly, so it is
+the upper reference for what gradient guidance can do.
+
+The step's length is a Gauss–Newton step's: moving x̂₀ by −r ∇r / |∇r|² (that is, −½ ∇r² / |∇r|²)
+zeroes the linearised residual, and ``scale`` is the fraction of that step taken at each sampling
+step. A plain multiple of ∇r² was tried first and diverged on every task: on the blurred estimates
+of the first steps the measurer reads residuals in the thousands, and squaring them fed back
+until the images overflowed. Here the residual is first clipped to what the task can violate,
+and no pixel moves by more than ``MAX_PIXEL_STEP`` in one step. The score is then whatever
+moves x̂₀ by that step in the model family's own parameterisation, so one ``scale`` means the
+same at every noise level and in every family.
 """
 
 from __future__ import annotations
@@ -16,10 +25,16 @@ from rulekit.hookspecs import hookimpl
 from rulekit.params import Section
 
 
+#: Added to |∇r|² so that a region where the measurer sees almost nothing asks for no huge step.
+DAMPING = 1e-4
+#: The most one sampling step moves any pixel of x̂₀ (images span [-1, 1]).
+MAX_PIXEL_STEP = 0.5
+
+
 class RuleGradientSettings(Section):
     """How strongly, and through what, the residual's gradient steers."""
 
-    scale: float = Field(ge=0, description="the score is −scale × ∇ residual²")
+    scale: float = Field(ge=0, le=10, description="fraction of the Gauss–Newton step toward the rule taken at each step")
     through_network: bool = Field(
         description="differentiate through the network's clean estimate (exact, about 3× slower) "
         "or hold the network's output fixed (the estimate's direct dependence on x_t only)"
@@ -49,8 +64,23 @@ class RuleGradientScore(GuidedRun):
             # dips below 0, which is much of the background that a rule may need to fill.
             pixels = (clean.squeeze(1) + 1.0) / 2.0
             residual = self.task.soft_residual(pixels)
-            (gradient,) = torch.autograd.grad(residual.square().sum(), tracked)
-        return -self.scale * gradient
+            # Images are measured independently, so the gradient of the sum is each one's ∇r.
+            (gradient,) = torch.autograd.grad(residual.sum(), tracked)
+        with torch.no_grad():
+            output = prediction.output.detach()
+            probe_x, probe_output = x.detach()[:1], output[:1]
+            base = process.clean_estimate(probe_x, time, probe_output)
+            # a = ∂x̂₀/∂x_t with the output held fixed, and c = how far a unit score moves x̂₀:
+            # both are scalars of the process at this time, read off its own maps.
+            a = (process.clean_estimate(probe_x + 1.0, time, probe_output) - base).mean()
+            moved = process.add_score(probe_output, probe_x, time, torch.ones_like(probe_x))
+            c = (process.clean_estimate(probe_x, time, moved) - base).mean()
+            gradient_clean = gradient / a
+            limit = self.task.max_violation
+            clipped = torch.nan_to_num(residual.detach(), nan=0.0).clamp(-limit, limit)
+            length = self.scale * clipped / (gradient_clean.square().sum(dim=(1, 2, 3)) + DAMPING)
+            step = (-length.view(-1, 1, 1, 1) * gradient_clean).clamp(-MAX_PIXEL_STEP, MAX_PIXEL_STEP)
+        return step / c
 
     def describe(self) -> str:
         return f"scale {self.scale:g}, through_network {self.through_network}"

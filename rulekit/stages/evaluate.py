@@ -77,6 +77,8 @@ def evaluate(
     registry.get("guidance", guidance_name)
     paths = paths or default_paths(task_name, model_name, guidance_name)
     settings = params.evaluate
+    # Read before drawing: a damaged data file must stop the stage before it replaces any output.
+    data = read_dataset(paths.data)
     if draw_samples:
         sample(
             task_name,
@@ -89,7 +91,6 @@ def evaluate(
             draw=Draw.for_evaluation(params),
         )
     samples = read_image_set(paths.samples, extras=("valid",))
-    data = read_dataset(paths.data)
     valid = samples.extras["valid"].astype(bool)
     reference_features = task.measure(data.images)
     metric_input = MetricInput(task, samples.images, samples.features, valid, data.images, reference_features)
@@ -102,9 +103,10 @@ def evaluate(
         "n_samples": int(len(samples.images)),
         "confidence": settings.confidence,
         "guidance_settings": samples.meta.get("guidance_settings", {}),
-        "sampling_seconds": samples.meta.get("seconds"),
         "metrics": {name: estimate.as_dict() for name, estimate in sorted(estimates.items())},
     }
+    # Timings stay beside the samples (their meta.json), not here: the same params must give
+    # byte-identical metrics, and a clock never does.
     write_json_atomic(paths.metrics, result)
 
     sample_residual = task.residual(samples.features[valid])
@@ -127,4 +129,4 @@ def evaluate(
         (samples.features[valid, 0], sample_residual),
         edges,
     )
-    return result
+    return {**result, "sampling_seconds": samples.meta.get("seconds")}

@@ -55,6 +55,12 @@ def _verdict(metrics: dict) -> str:
     return f"{coarse_text}; its residual band is {ratio:.0f}× the data's noise floor: it misses the fine rule"
 
 
+def _sampling_seconds(samples: Path) -> float | None:
+    """How long a strategy's evaluation samples took to draw, from their ``meta.json``."""
+    meta = samples / "meta.json"
+    return load_json(meta).get("seconds") if meta.exists() else None
+
+
 def _relative_time(seconds: float | None, baseline: float | None) -> str:
     if not seconds or not baseline:
         return "–"
@@ -117,6 +123,15 @@ def _strategy_line(name: str, params: Params) -> str:
 def report(params: Params, root: Path = Path("."), out: Path | None = None, console: Console | None = None) -> Path:
     """Write ``reports/report.md`` with its figures, print the headline table, return the page's path."""
     out = out or root / "reports" / "report.md"
+    # Everything the page reports is read before anything is written, so a missing stage output
+    # stops the report without leaving a half-made reports/ behind.
+    data_meta = {task: load_json(root / "data" / task / "meta.json") for task in params.tasks}
+    evaluations = {
+        (task, model, guidance): load_json(root / "metrics" / task / model / "guidance" / f"{guidance}.json")
+        for task in params.tasks
+        for model in params.models
+        for guidance in params.guidance
+    }
     figures = out.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     table = Table(title="rulekit: did the models learn the rules?", show_lines=False)
@@ -137,7 +152,7 @@ def report(params: Params, root: Path = Path("."), out: Path | None = None, cons
     ]
     for task in params.tasks:
         page += [f"## {task}", ""]
-        meta = load_json(root / "data" / task / "meta.json")
+        meta = data_meta[task]
         page += [f"{meta['description']} Noise floor of the measurer on the stored data: residual std "
                  f"{meta['noise_floor']['residual_std']:.2g}.", ""]
         page += [
@@ -146,14 +161,12 @@ def report(params: Params, root: Path = Path("."), out: Path | None = None, cons
         ]
         verdicts, pictures = [], []
         for model in params.models:
-            evaluations = {
-                guidance: load_json(root / "metrics" / task / model / "guidance" / f"{guidance}.json") for guidance in params.guidance
-            }
-            baseline = evaluations.get("none", {}).get("sampling_seconds")
-            for guidance, evaluation in evaluations.items():
+            seconds = {guidance: _sampling_seconds(root / "evaluation" / task / model / guidance) for guidance in params.guidance}
+            for guidance in params.guidance:
+                evaluation = evaluations[(task, model, guidance)]
                 result = evaluation["metrics"]
                 cells = [_format(result.get(name)) for name, _ in HEADLINE]
-                time = _relative_time(evaluation.get("sampling_seconds"), baseline)
+                time = _relative_time(seconds[guidance], seconds.get("none"))
                 page.append(f"| {model} | {guidance} | " + " | ".join(cells) + f" | {time} |")
                 table.add_row(task, model, guidance, *cells, time)
                 verdicts.append(f"- **{model}, {guidance}**: the model {_verdict(result)}.")
