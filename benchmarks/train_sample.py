@@ -12,10 +12,11 @@ quick profile's steps (and the flow family's solver).
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -25,11 +26,15 @@ from rich.table import Table
 from rulekit.dataset import read_dataset
 from rulekit.guidance.base import GuidedRun
 from rulekit.models.unet import build_unet
-from rulekit.params import load_params, parse_params
+from rulekit.params import parse_params
 from rulekit.registry import get_registry
 from rulekit.sampling import sample_images
 from rulekit.stages.generate import generate
+from rulekit.storage import write_json_atomic
 from rulekit.training import TrainingPaths, train_model
+
+#: The model families whose sampling is measured.
+MODELS = ("ddpm-unet", "flow-unet")
 
 
 def plain_loop(images: np.ndarray, params, steps: int) -> float:
@@ -64,6 +69,77 @@ def rulekit_loop(root: Path, task: str, model: str, raw_params: dict, steps: int
     return train_model(task, model, params, paths)["images_per_second"]
 
 
+@contextlib.contextmanager
+def prepared_data(raw_params: dict, task: str) -> Iterator[Path]:
+    """A temporary folder whose ``data/TASK`` holds the task's data generated with ``raw_params``."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        generate(task, parse_params(raw_params), root / "data" / task)
+        yield root
+
+
+def measure_training(root: Path, task: str, raw_params: dict, steps: int, rounds: int) -> dict:
+    """Best-round images per second of the plain loop and of ``rulekit train``, alternating."""
+    params = parse_params(raw_params)
+    images = read_dataset(root / "data" / task).images
+    plain, framework = [], []
+    for round_index in range(rounds):
+        plain.append(plain_loop(images, params, steps))
+        framework.append(rulekit_loop(root, task, "ddpm-unet", raw_params, steps, f"fp32-{round_index}"))
+    return {
+        "task": task,
+        "size": int(images.shape[-1]),
+        "batch_size": params.train.batch_size,
+        "steps": steps,
+        "rounds": rounds,
+        "plain_img_per_s": max(plain),
+        "rulekit_img_per_s": max(framework),
+        "rulekit_to_plain": max(framework) / max(plain),
+    }
+
+
+def measure_sampling(root: Path, task: str, raw_params: dict, samples: int, models=MODELS) -> dict:
+    """Images per second of unguided sampling for each model family, with its sampler's steps."""
+    params = parse_params(raw_params)
+    size = read_dataset(root / "data" / task).size
+    registry = get_registry()
+    families = {}
+    for model in models:
+        # Sampling speed does not depend on how well the network was trained: a short run serves.
+        rulekit_loop(root, task, model, raw_params, 10, f"sampler-{model}")
+        family = registry.get("model", model)
+        process = family.process(params.train_settings_for(model), params.sampler_settings_for(model))
+        network = family.load_network(root / f"sampler-{model}" / "model")
+        _, seconds = sample_images(process, network, GuidedRun(), samples, size, params.sample.batch_size, 0)
+        families[model] = {"steps": len(process.sampling_times()), "seconds": seconds, "img_per_s": samples / seconds}
+    return {"task": task, "size": size, "n_samples": samples, "batch_size": params.sample.batch_size, "families": families}
+
+
+def training_table(results: dict) -> Table:
+    """The result of ``measure_training`` as a rich table."""
+    title = (
+        f"training throughput ({results['task']}, {results['size']} px, batch {results['batch_size']}, "
+        f"{results['steps']} steps, best of {results['rounds']})"
+    )
+    table = Table(title=title)
+    table.add_column("loop")
+    table.add_column("img/s", justify="right")
+    table.add_column("× plain", justify="right")
+    table.add_row("plain reference loop", f"{results['plain_img_per_s']:,.0f}", "1.00")
+    table.add_row("rulekit train", f"{results['rulekit_img_per_s']:,.0f}", f"{results['rulekit_to_plain']:.2f}")
+    return table
+
+
+def sampling_table(results: dict) -> Table:
+    """The result of ``measure_sampling`` as a rich table."""
+    table = Table(title=f"sampling throughput ({results['task']}, {results['size']} px, {results['n_samples']} samples, unguided)")
+    for column in ("model", "steps", "seconds", "img/s"):
+        table.add_column(column, justify="right")
+    for model, row in results["families"].items():
+        table.add_row(model, str(row["steps"]), f"{row['seconds']:.2f}", f"{row['img_per_s']:,.1f}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="bars")
@@ -77,41 +153,14 @@ def main() -> None:
     import yaml
 
     raw_params = yaml.safe_load(Path(args.params).read_text())
-    params = load_params(args.params)
-    results: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        generate(args.task, params, root / "data" / args.task)
-        images = read_dataset(root / "data" / args.task).images
-        plain, framework = [], []
-        for round_index in range(args.rounds):
-            plain.append(plain_loop(images, params, args.steps))
-            framework.append(rulekit_loop(root, args.task, "ddpm-unet", raw_params, args.steps, f"fp32-{round_index}"))
-        results["train_plain_img_per_s"] = max(plain)
-        results["train_rulekit_img_per_s"] = max(framework)
-        results["train_ratio"] = max(framework) / max(plain)
-        registry = get_registry()
-        for model in ("ddpm-unet", "flow-unet"):
-            # Sampling speed does not depend on how well the network was trained: a short run serves.
-            rulekit_loop(root, args.task, model, raw_params, 10, f"sampler-{model}")
-            family = registry.get("model", model)
-            process = family.process(params.train_settings_for(model), params.sampler_settings_for(model))
-            network = family.load_network(root / f"sampler-{model}" / "model")
-            _, seconds = sample_images(process, network, GuidedRun(), args.samples, images.shape[-1], params.sample.batch_size, 0)
-            results[f"sample_{model}_img_per_s"] = args.samples / seconds
-            results[f"sample_{model}_steps"] = len(process.sampling_times())
-
-    table = Table(title=f"training and sampling throughput ({args.task}, {images.shape[-1]} px, best of {args.rounds})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("train: plain loop (img/s)", f"{results['train_plain_img_per_s']:,.0f}")
-    table.add_row("train: rulekit train (img/s)", f"{results['train_rulekit_img_per_s']:,.0f}")
-    table.add_row("train: rulekit / plain", f"{results['train_ratio']:.2f}×")
-    for model in ("ddpm-unet", "flow-unet"):
-        table.add_row(f"sample: {model}, {results[f'sample_{model}_steps']} steps (img/s)", f"{results[f'sample_{model}_img_per_s']:,.1f}")
-    Console().print(table)
+    with prepared_data(raw_params, args.task) as root:
+        training = measure_training(root, args.task, raw_params, args.steps, args.rounds)
+        sampling = measure_sampling(root, args.task, raw_params, args.samples)
+    console = Console()
+    console.print(training_table(training))
+    console.print(sampling_table(sampling))
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(results, indent=2))
+        write_json_atomic(args.json_path, {"train": training, "sample": sampling})
 
 
 if __name__ == "__main__":
