@@ -51,10 +51,12 @@ def rulekit_models() -> list:
 def rulekit_guidance() -> list:
     """Return the guidance strategies this plugin provides.
 
-    A guidance strategy changes sampling: it either contributes the gradient of a log-probability
-    of the rule holding given the noisy image, which the model family turns into its own
-    parameterisation, or it filters and reweights finished samples. Its ``description`` states
-    what prior knowledge of the rule it uses.
+    Each item is an instance of :class:`rulekit.guidance.Guidance`: a name, a description, what
+    it knows of the rule (``prior_knowledge``), the settings it reads from ``params.yaml``'s
+    ``guidance_settings.<name>``, and ``prepare``, which returns the run that changes sampling for
+    one task and model. A run either contributes the gradient of a log-probability of the rule
+    holding given the noisy image, which the model family turns into its own parameterisation,
+    or draws more samples and keeps the ones it ranks best.
     """
 
 

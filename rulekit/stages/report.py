@@ -31,6 +31,9 @@ HEADLINE = (
     ("wasserstein_mean", "coverage W1"),
     ("memorised_fraction", "memorised"),
 )
+#: The columns of the terminal's table, point estimates only, so that it fits a terminal's width;
+#: the page keeps every column with its interval.
+TERMINAL = ("validity", "coarse_accuracy", "fine_conformity_1pct", "mean_abs_residual", "band_ratio")
 
 
 def _format(estimate: dict | None, digits: int = 3) -> str:
@@ -40,6 +43,13 @@ def _format(estimate: dict | None, digits: int = 3) -> str:
     if value != value:  # NaN: nothing to judge
         return "n/a"
     return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def _point(estimate: dict | None, digits: int = 3) -> str:
+    if not estimate:
+        return "–"
+    value = estimate["value"]
+    return "n/a" if value != value else f"{value:.{digits}g}"
 
 
 def _verdict(metrics: dict) -> str:
@@ -135,7 +145,8 @@ def report(params: Params, root: Path = Path("."), out: Path | None = None, cons
     figures = out.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     table = Table(title="rulekit: did the models learn the rules?", show_lines=False)
-    for column in ("task", "model", "guidance", *(label for _, label in HEADLINE), "time"):
+    labels = dict(HEADLINE)
+    for column in ("task", "model", "guidance", *(labels[name] for name in TERMINAL), "time"):
         table.add_column(column, overflow="fold")
     page = [
         "# rulekit report",
@@ -168,7 +179,7 @@ def report(params: Params, root: Path = Path("."), out: Path | None = None, cons
                 cells = [_format(result.get(name)) for name, _ in HEADLINE]
                 time = _relative_time(seconds[guidance], seconds.get("none"))
                 page.append(f"| {model} | {guidance} | " + " | ".join(cells) + f" | {time} |")
-                table.add_row(task, model, guidance, *cells, time)
+                table.add_row(task, model, guidance, *(_point(result.get(name)) for name in TERMINAL), time)
                 verdicts.append(f"- **{model}, {guidance}**: the model {_verdict(result)}.")
                 run = f"{task}-{model}-{guidance}"
                 for source, name in (
