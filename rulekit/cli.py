@@ -7,6 +7,8 @@ stderr and exit with code 2, never a traceback.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -231,6 +233,12 @@ def _report(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become one line on stderr and exit code 2."""
+    # diffusers logs a failed model load itself before raising; rulekit reports that failure as
+    # its own one line, so the library's log lines below CRITICAL would only repeat it. The
+    # variable is read when diffusers first loads; the level covers a diffusers already loaded.
+    if "DIFFUSERS_VERBOSITY" not in os.environ:
+        os.environ["DIFFUSERS_VERBOSITY"] = "critical"
+        logging.getLogger("diffusers").setLevel(logging.CRITICAL)
     try:
         code = app(args=argv, prog_name="rulekit", standalone_mode=False)
     except RulekitError as error:
