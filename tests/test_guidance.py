@@ -97,19 +97,40 @@ def test_rule_filter_keeps_the_samples_closest_to_the_rule():
     assert list(run.select(images, 6))[-1] == 3
 
 
+class DrawsTheseImages(torch.nn.Module):
+    """A stand-in flow network whose samples are exactly ``images``, whatever the noise: its
+    velocity (x − c) / t makes the clean estimate c at every step."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("clean", torch.from_numpy(images).unsqueeze(1) * 2 - 1)
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # the sampler reads the device from it
+
+    def forward(self, x, timesteps):
+        velocity = (x - self.clean) / (timesteps[0] / 1000.0)
+
+        class Output:
+            sample = velocity
+
+        return Output()
+
+
 def test_rule_filter_never_keeps_a_sample_further_from_the_rule_than_one_it_drops(tmp_path):
-    params, process, network, context = setup("flow-unet", tmp_path)
-    run = guided_run("filter-rule", params, context)
-    drawn = draw(process, network, guided_run("none", params, context), n=12)
-    kept = draw(process, network, run, n=4)
-    # The filter draws its 12 from the same seeds as unguided sampling does, then keeps 4.
+    params, process, _, context = setup("flow-unet", tmp_path)
     task = context.task
-    stored = to_uint8(drawn)
-    features = task.measure(stored)
-    distance = np.where(task.valid(stored, features), np.abs(task.residual(features)), np.inf)
-    chosen = [int(np.flatnonzero((drawn == image).all(axis=(1, 2)))[0]) for image in kept]
-    dropped = np.setdiff1d(np.arange(12), chosen)
-    assert distance[chosen].max() <= distance[dropped].min()
+    rng = np.random.default_rng(2)
+    deltas = [0.06, 0.0, 0.1, 0.02, 0.08, 0.04, 0.12, 0.01, 0.05, 0.09, 0.03, 0.07]
+    features = np.concatenate([task.violate(task.sample(rng, 1), delta, rng) for delta in deltas])
+    network = DrawsTheseImages(task.render(features, 16))
+    unguided, _ = sample_images(process, network, guided_run("none", params, context), 12, 16, 12, seed=0)
+    # filter-rule draws 3 × 4 = 12 from the same seeds, so the same 12 images, and keeps 4.
+    kept, _ = sample_images(process, network, guided_run("filter-rule", params, context), 4, 16, 12, seed=0)
+    drawn_distance = np.abs(task.residual(task.measure(to_uint8(unguided))))
+    kept_distance = np.abs(task.residual(task.measure(to_uint8(kept))))
+    np.testing.assert_allclose(drawn_distance, deltas, atol=1e-3)
+    np.testing.assert_allclose(sorted(kept_distance), [0.0, 0.01, 0.02, 0.03], atol=1e-3)
+    assert kept_distance.max() < np.sort(drawn_distance)[4]
+    assert kept_distance.mean() < drawn_distance[:4].mean()
 
 
 def test_top_indices_rank_non_finite_scores_last_and_keep_draw_order_in_ties():
