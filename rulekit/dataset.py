@@ -41,6 +41,16 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def to_model_range(images: np.ndarray):
+    """Images (n, size, size), uint8 (taken as value / 255) or float in [0, 1], as a float32 torch
+    tensor (n, 1, size, size) in [-1, 1]: the range and shape every model process works in."""
+    import torch
+
+    if images.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(127.5).sub_(1.0).unsqueeze(1)
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1) * 2.0 - 1.0
+
+
 def write_image_set(folder: str | Path, image_set: ImageSet, grid_images: int) -> None:
     """Write ``folder`` whole: it replaces an existing one only once every file is written."""
     arrays = {"images": image_set.images, "features": image_set.features, **image_set.extras}

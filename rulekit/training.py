@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from rulekit.checkpoints import checkpoint_folders, load_checkpoint, save_checkpoint
-from rulekit.dataset import ARRAYS_FILE, read_dataset
+from rulekit.dataset import ARRAYS_FILE, read_dataset, to_model_range
 from rulekit.errors import DataFileError, ParamsError, RulekitError
 from rulekit.params import Params
 from rulekit.progress import progress_bar
@@ -204,7 +204,7 @@ def train_model(
     network, optimizer = accelerator.prepare(network, optimizer)
     bare = accelerator.unwrap_model(network)
     ema.shadow = {name: tensor.to(accelerator.device) for name, tensor in ema.shadow.items()}
-    images = torch.from_numpy(dataset.images).to(accelerator.device, torch.float32).div_(127.5).sub_(1.0).unsqueeze(1)
+    images = to_model_range(dataset.images).to(accelerator.device)
 
     def checkpoint(step: int) -> None:
         if accelerator.is_main_process:

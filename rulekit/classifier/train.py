@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rulekit.classifier.network import RuleClassifier, build_classifier
-from rulekit.dataset import ImageSet, to_uint8
+from rulekit.dataset import ImageSet, to_model_range, to_uint8
 from rulekit.errors import RulekitError
 from rulekit.params import ClassifierParams
 from rulekit.progress import progress_bar
@@ -65,11 +65,6 @@ class TrainedClassifier:
 def _value_key(value: float) -> int:
     # Keyed by value, not position, so one δ's or level's draws do not depend on the others listed.
     return int(round(value * 1e9))
-
-
-def to_model_range(images: np.ndarray) -> torch.Tensor:
-    """uint8 images (n, S, S) as a float tensor (n, 1, S, S) in [-1, 1], as the models see data."""
-    return torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(127.5).sub_(1.0).unsqueeze(1)
 
 
 def rejected_samples(task, samples: ImageSet, reject_threshold: float) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from rulekit.dataset import to_uint8
+from rulekit.dataset import to_model_range, to_uint8
 from rulekit.guidance.base import Guidance, GuidedRun, top_indices
 from rulekit.hookspecs import hookimpl
 from rulekit.params import Section
@@ -51,7 +51,7 @@ class ClassifierFilterRun(GuidedRun):
     def select(self, images, keep):
         import torch
 
-        clean = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1) * 2.0 - 1.0
+        clean = to_model_range(np.asarray(images, dtype=np.float32))
         with torch.no_grad():
             logits = torch.cat(
                 [self.classifier(batch, torch.zeros(len(batch))) for batch in clean.split(FILTER_BATCH)]

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
+from rulekit.dataset import to_model_range
 from rulekit.hookspecs import hookimpl
 from rulekit.probes.base import ProbeContext, ProbeError, ProbeInput
 
@@ -38,7 +39,7 @@ def noised_images(images: np.ndarray, level: float | None, context: ProbeContext
     if level is None or not 0.0 <= level <= 1.0:
         raise ProbeError(f"probe input {user!r} needs a noise level in [0, 1], got {level!r}")
     process = context.require_process(user)
-    clean = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1) * 2.0 - 1.0
+    clean = to_model_range(np.asarray(images, dtype=np.float32))
     generator = torch.Generator().manual_seed(noise_seed(context.seed, level))
     return process.noised(clean, float(level), generator)
 
